@@ -1,0 +1,652 @@
+"""The data layer: every notebook and method loads chest X-rays through this module.
+
+Sources it reads (all end up as one :class:`CXRDataset` of uint8 ``(N, S, S)`` grey images):
+
+- **folder trees**: the Kaggle/ZhangLab layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``
+  (full-size JPEGs, resized on load), the SQUID/SimSID layouts ``{train,val,test}/{normal_256,
+  pneumonia_256|abnormal_256}`` (ZhangLab and CheXpert as those papers organise them, including the
+  ``train_256_pa``/``val_256_pa``/``our_test_256_pa`` split names), and a single split of class folders;
+- **npz archives**: MedMNIST style (``{split}_images``, ``{split}_labels``: PneumoniaMNIST at
+  28/64/128/224 px) and the ``images``/``labels``/``names`` style of ``zhanglab128_train.npz``;
+- ``"embedded"``: the real 400-image sample committed in ``data/`` (default of the quick profile and tests);
+- :func:`load_medmnist`: the ``medmnist`` package's download path (online users only);
+- :func:`make_phantoms`: seeded synthetic chest-like images with lesions *and pixel masks*.
+
+It also holds the training protocols of the methods (unsupervised, weakly supervised, semi-supervised)
+as seeded index splits, the project's one development split, and the leakage check.
+
+No torch import here: ``import cxrlib.data`` is cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DataError", "LeakageError", "CXRDataset", "Split", "EMBEDDED_SAMPLE", "IMAGE_EXTENSIONS",
+    "load", "load_folder", "load_npz", "load_embedded", "load_medmnist", "make_phantoms",
+    "content_hashes", "duplicate_groups", "development_split", "unsupervised_protocol",
+    "weakly_supervised_protocol", "semi_supervised_protocol", "check_no_leakage", "resolve_data",
+]
+
+#: The real sample committed with the repository (see ``data/README.md``).
+EMBEDDED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "zhanglab128_sample.npz"
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
+
+# Folder names the loaders accept, lower-cased. Kaggle: NORMAL/PNEUMONIA; SQUID/SimSID: *_256.
+_CLASS_DIRS = {
+    "normal": 0, "normal_256": 0,
+    "pneumonia": 1, "pneumonia_256": 1, "abnormal": 1, "abnormal_256": 1,
+}
+_SPLIT_DIRS = {
+    "train": "train", "train_256_pa": "train",
+    "val": "val", "val_256_pa": "val",
+    "test": "test", "test_256_pa": "test", "our_test_256_pa": "test",
+}
+_MIN_SIZE = 16
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file or folder and the problem."""
+
+
+class LeakageError(DataError):
+    """The same image (by content hash) is in a training set and an evaluation set."""
+
+
+@dataclass
+class CXRDataset:
+    """Grey chest X-rays in memory.
+
+    Attributes:
+        images: uint8, shape ``(N, S, S)``.
+        labels: int64, shape ``(N,)``: 0 normal, 1 abnormal, -1 unknown.
+        names: str, shape ``(N,)``: file name or archive row name of each image.
+        splits: str, shape ``(N,)``: the source's own split of each image (``train``/``val``/``test``),
+            or ``""`` where the source has none.
+        source: where the images came from (path or ``"embedded"``/``"phantoms"``).
+        masks: optional bool, shape ``(N, S, S)``: lesion masks (phantoms only).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: np.ndarray
+    splits: np.ndarray
+    source: str
+    masks: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.images)
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise DataError(f"{self.source}: images must be uint8 (N, S, S), got {self.images.dtype} "
+                            f"{self.images.shape}")
+        for name in ("labels", "names", "splits"):
+            if len(getattr(self, name)) != n:
+                raise DataError(f"{self.source}: {n} images but {len(getattr(self, name))} {name}")
+        bad = ~np.isin(self.labels, (-1, 0, 1))
+        if bad.any():
+            raise DataError(f"{self.source}: labels outside {{0, 1}} at rows {np.flatnonzero(bad)[:5].tolist()} "
+                            f"(values {np.unique(self.labels[bad]).tolist()})")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        """Side length ``S`` of the square images."""
+        return self.images.shape[1]
+
+    def subset(self, idx) -> "CXRDataset":
+        """A new dataset with rows ``idx`` (index array or boolean mask)."""
+        idx = np.asarray(idx)
+        return CXRDataset(self.images[idx], self.labels[idx], self.names[idx], self.splits[idx], self.source,
+                          None if self.masks is None else self.masks[idx])
+
+    def counts(self) -> dict:
+        """``{(split, label): count}`` for a quick summary."""
+        out: dict = {}
+        for s, y in zip(self.splits, self.labels):
+            out[(str(s), int(y))] = out.get((str(s), int(y)), 0) + 1
+        return dict(sorted(out.items()))
+
+    def as_float(self, idx=None) -> np.ndarray:
+        """Images as float32 in [0, 1], shape ``(N, 1, S, S)`` (the models' input layout)."""
+        x = self.images if idx is None else self.images[np.asarray(idx)]
+        return (x.astype(np.float32) / 255.0)[:, None]
+
+
+# --------------------------------------------------------------------------------------------- readers
+def _read_image(path: Path, size: int) -> np.ndarray:
+    """One image file -> uint8 ``(size, size)``; bilinear resize (as the shared file was made)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA", "CMYK", "YCbCr") or im.mode.startswith("P"):
+                raise DataError(f"{path}: unexpected channels (mode {im.mode}); expected a grey or RGB X-ray")
+            w, h = im.size
+            if min(w, h) < _MIN_SIZE:
+                raise DataError(f"{path}: image is {w}x{h}, smaller than {_MIN_SIZE} px")
+            if im.format == "JPEG":
+                im.draft("L", (size, size))  # decode big JPEGs at reduced scale: much faster, same result size
+            # some Kaggle JPEGs are stored as RGB with (near-)equal channels: luminance is the grey image
+            im = im.convert("L")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or corrupt image ({e.__class__.__name__}: {e})") from None
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_dirs(folder: Path) -> dict[Path, int]:
+    return {p: _CLASS_DIRS[p.name.lower()] for p in sorted(folder.iterdir())
+            if p.is_dir() and p.name.lower() in _CLASS_DIRS}
+
+
+def load_folder(root, size: int = 128, splits=None, show_progress: bool = True) -> CXRDataset:
+    """Read a folder tree of X-rays.
+
+    Accepted layouts (folder names are matched case-insensitively)::
+
+        root/[chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg        # Kaggle / ZhangLab
+        root/{train,val,test}/{normal_256,pneumonia_256|abnormal_256}/*    # SQUID / SimSID (ZhangLab, CheXpert)
+        root/{train_256_pa,val_256_pa,our_test_256_pa}/{normal_256,abnormal_256}/*   # SQUID CheXpert
+        root/{NORMAL,PNEUMONIA}/*                                           # one split, no split folders
+
+    A split may lack the abnormal class (CheXpert's ``train`` holds normals only).
+
+    Args:
+        root: the folder.
+        size: side length ``S`` every image is resized to (bilinear).
+        splits: keep only these splits (e.g. ``("test",)``); default all.
+
+    Returns:
+        :class:`CXRDataset` with ``images`` ``(N, S, S)`` and the source's split of each image.
+
+    Raises:
+        DataError: missing folder, no recognised layout, empty class folder, unreadable image.
+    """
+    from .utils import progress
+
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: folder does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    if (root / "chest_xray").is_dir():
+        root = root / "chest_xray"
+    split_dirs = {p: _SPLIT_DIRS[p.name.lower()] for p in sorted(root.iterdir())
+                  if p.is_dir() and p.name.lower() in _SPLIT_DIRS}
+    jobs: list[tuple[Path, int, str]] = []
+    if split_dirs:
+        for sdir, split in split_dirs.items():
+            if splits is not None and split not in splits:
+                continue
+            cdirs = _class_dirs(sdir)
+            if not cdirs:
+                raise DataError(f"{sdir}: wrong folder layout: no class folder "
+                                f"(expected NORMAL/PNEUMONIA or normal_256/abnormal_256)")
+            jobs += [(cdir, y, split) for cdir, y in cdirs.items()]
+    else:
+        cdirs = _class_dirs(root)
+        if not cdirs:
+            raise DataError(f"{root}: wrong folder layout: expected split folders (train/val/test) or class "
+                            f"folders (NORMAL/PNEUMONIA, normal_256/abnormal_256); found "
+                            f"{sorted(p.name for p in root.iterdir() if p.is_dir()) or 'no folders'}")
+        jobs = [(cdir, y, "") for cdir, y in cdirs.items()]
+    if not jobs:
+        raise DataError(f"{root}: none of the requested splits {splits} is present")
+
+    files: list[tuple[Path, int, str]] = []
+    for cdir, y, split in jobs:
+        found = _list_images(cdir)
+        if not found:
+            raise DataError(f"{cdir}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
+        files += [(f, y, split) for f in found]
+
+    images = np.empty((len(files), size, size), np.uint8)
+    for i, (f, _, _) in enumerate(progress(files, enabled=show_progress and len(files) > 200,
+                                           desc=f"reading {root.name}")):
+        images[i] = _read_image(f, size)
+    names = np.array([str(f.relative_to(root)) for f, _, _ in files])
+    return CXRDataset(images, np.array([y for _, y, _ in files], np.int64), names,
+                      np.array([s for _, _, s in files]), str(root))
+
+
+def _resize_stack(images: np.ndarray, size: int, source: str) -> np.ndarray:
+    from PIL import Image
+
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+def _as_grey_uint8(images: np.ndarray, source: str, key: str) -> np.ndarray:
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    elif images.ndim == 4 and images.shape[-1] == 3:
+        if not (np.array_equal(images[..., 0], images[..., 1]) and np.array_equal(images[..., 0], images[..., 2])):
+            raise DataError(f"{source}: '{key}' has 3 different colour channels; expected grey X-rays")
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise DataError(f"{source}: '{key}' has shape {images.shape}; expected (N, H, W) grey images")
+    if images.shape[1] != images.shape[2]:
+        raise DataError(f"{source}: '{key}' images are {images.shape[1]}x{images.shape[2]}; expected square")
+    if images.shape[1] < _MIN_SIZE:
+        raise DataError(f"{source}: '{key}' images are {images.shape[1]} px, smaller than {_MIN_SIZE} px")
+    if images.dtype != np.uint8:
+        if np.issubdtype(images.dtype, np.floating) and images.size and images.min() >= 0 and images.max() <= 1:
+            images = np.round(images * 255).astype(np.uint8)
+        else:
+            raise DataError(f"{source}: '{key}' has dtype {images.dtype}; expected uint8 (or float in [0, 1])")
+    return images
+
+
+def _labels(raw: np.ndarray, n: int, source: str, key: str) -> np.ndarray:
+    raw = np.asarray(raw).reshape(len(raw), -1)
+    if raw.shape[1] != 1:
+        raise DataError(f"{source}: '{key}' has shape {raw.shape}; expected one label per image")
+    labels = raw[:, 0].astype(np.int64)
+    if len(labels) != n:
+        raise DataError(f"{source}: {n} images but {len(labels)} labels in '{key}'")
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        raise DataError(f"{source}: '{key}' holds labels outside {{0, 1}}: {np.unique(labels[bad]).tolist()}")
+    return labels
+
+
+def load_npz(path, size: int = 128, splits=None) -> CXRDataset:
+    """Read an ``.npz`` archive of X-rays.
+
+    Two styles are understood:
+
+    - ``images`` (uint8 ``(N, H, W)``), optional ``labels`` (0/1; all unknown if absent) and ``names``:
+      the style of ``zhanglab128_train.npz`` and of the scoring entry point;
+    - MedMNIST: ``{split}_images`` and ``{split}_labels`` for ``split`` in train/val/test
+      (PneumoniaMNIST at 28/64/128/224 px).
+
+    Images of another size are resized to ``size`` (bilinear).
+
+    Returns:
+        :class:`CXRDataset`, images ``(N, size, size)``.
+
+    Raises:
+        DataError: missing file, not an npz, missing keys, wrong shape, labels outside {0, 1}.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+        keys = set(z.files)
+    except Exception as e:  # numpy raises several types for a non-zip file
+        raise DataError(f"{path}: not a readable .npz archive ({e.__class__.__name__}: {e})") from None
+    src = str(path)
+    if "images" in keys:
+        images = _as_grey_uint8(z["images"], src, "images")
+        n = len(images)
+        labels = _labels(z["labels"], n, src, "labels") if "labels" in keys else np.full(n, -1, np.int64)
+        names = np.asarray(z["names"]).astype(str) if "names" in keys else np.array([f"{path.name}:{i}" for i in range(n)])
+        if len(names) != n:
+            raise DataError(f"{path}: {n} images but {len(names)} names")
+        parts = [(images, labels, names, np.array([""] * n))]
+    else:
+        found = [s for s in ("train", "val", "test") if f"{s}_images" in keys]
+        if not found:
+            raise DataError(f"{path}: expected keys 'images' (and 'labels', 'names') or MedMNIST "
+                            f"'{{train,val,test}}_images'/'_labels'; found {sorted(keys)}")
+        parts = []
+        for s in found:
+            if splits is not None and s not in splits:
+                continue
+            if f"{s}_labels" not in keys:
+                raise DataError(f"{path}: '{s}_images' without '{s}_labels'")
+            images = _as_grey_uint8(z[f"{s}_images"], src, f"{s}_images")
+            labels = _labels(z[f"{s}_labels"], len(images), src, f"{s}_labels")
+            names = np.array([f"{s}/{i:05d}" for i in range(len(images))])
+            parts.append((images, labels, names, np.array([s] * len(images))))
+    if not parts or sum(len(p[0]) for p in parts) == 0:
+        raise DataError(f"{path}: no images")
+    images = np.concatenate([_resize_stack(p[0], size, src) for p in parts])
+    return CXRDataset(images, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
+                      np.concatenate([p[3] for p in parts]), src)
+
+
+def load_embedded(size: int = 128) -> CXRDataset:
+    """The real sample shipped in ``data/zhanglab128_sample.npz``: 240 normal + 160 pneumonia ZhangLab
+    training images, 128 px (CC BY 4.0, Kermany et al. 2018; see ``data/README.md``)."""
+    if not EMBEDDED_SAMPLE.is_file():
+        raise DataError(f"{EMBEDDED_SAMPLE}: the embedded sample is missing; run from a clone of the "
+                        f"repository (git clone ... && pip install -e .)")
+    ds = load_npz(EMBEDDED_SAMPLE, size=size)
+    ds.source = "embedded"
+    return ds
+
+
+MEDMNIST_FILES = {"pneumoniamnist": "https://zenodo.org/records/10519652"}
+
+
+def load_medmnist(flag: str = "pneumoniamnist", size: int = 128, root=None, download: bool = True) -> CXRDataset:
+    """PneumoniaMNIST (or another 2-D MedMNIST set) through the ``medmnist`` package.
+
+    Looks for ``{root}/{flag}_{size}.npz`` (``{flag}.npz`` at 28 px) first; otherwise asks the ``medmnist``
+    package to download it, which needs the internet (Colab). Offline, raises :class:`DataError` saying
+    which file to fetch and where to put it. Returns all three MedMNIST splits, in their ``splits``.
+    """
+    root = Path(root or os.environ.get("CXR_DATA_DIR", Path.home() / ".medmnist"))
+    fname = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    target = root / fname
+    if not target.is_file() and download:
+        try:
+            import medmnist
+            from medmnist import INFO
+
+            cls = getattr(medmnist, INFO[flag]["python_class"])
+            root.mkdir(parents=True, exist_ok=True)
+            cls(split="test", download=True, size=size, root=str(root))
+        except ImportError:
+            raise DataError("load_medmnist needs the 'medmnist' package: pip install medmnist") from None
+        except Exception as e:
+            raise DataError(f"{target}: could not download {flag} at {size} px ({e.__class__.__name__}: {e}). "
+                            f"Offline: download {fname} from {MEDMNIST_FILES.get(flag, 'the MedMNIST Zenodo record')} "
+                            f"and place it at {target}") from None
+    if not target.is_file():
+        raise DataError(f"{target}: file not found (download {fname} from "
+                        f"{MEDMNIST_FILES.get(flag, 'the MedMNIST Zenodo record')})")
+    ds = load_npz(target, size=size)
+    ds.source = f"medmnist:{flag}_{size}"
+    return ds
+
+
+def load(source="embedded", size: int = 128, splits=None) -> CXRDataset:
+    """Load any supported source: ``"embedded"``, ``"phantoms"``, ``"medmnist:pneumoniamnist"``,
+    an ``.npz`` file, or a folder tree (see :func:`load_folder`).
+
+    Returns:
+        :class:`CXRDataset` with images ``(N, size, size)``.
+    """
+    s = str(source)
+    if s == "embedded":
+        return load_embedded(size)
+    if s == "phantoms":
+        return make_phantoms(n=200, size=size, seed=0)
+    if s.startswith("medmnist:"):
+        return load_medmnist(s.split(":", 1)[1] or "pneumoniamnist", size=size)
+    path = Path(s).expanduser()
+    if path.is_dir():
+        return load_folder(path, size=size, splits=splits)
+    if path.suffix == ".npz" or path.is_file():
+        return load_npz(path, size=size, splits=splits)
+    raise DataError(f"{path}: no such file or folder: it does not exist (expected an .npz archive, a folder tree, "
+                    f"'embedded', 'phantoms' or 'medmnist:<flag>')")
+
+
+def resolve_data(profile: str, data=None) -> str:
+    """The data source of a profile: ``data`` if given, else ``$CXR_DATA``, else the embedded sample
+    for ``quick``. The ``cpu`` and ``full`` profiles need a path (e.g. ``zhanglab128_train.npz``)."""
+    data = data or os.environ.get("CXR_DATA")
+    if data:
+        return str(data)
+    if profile == "quick":
+        return "embedded"
+    raise DataError(f"the '{profile}' profile needs a data set: pass --data PATH or set CXR_DATA "
+                    f"(e.g. the zhanglab128_train.npz archive or a Kaggle chest_xray folder)")
+
+
+# ------------------------------------------------------------------------------------------- phantoms
+def make_phantoms(n: int = 64, size: int = 128, anomaly_frac: float = 0.5, seed: int = 0) -> CXRDataset:
+    """Seeded synthetic chest-like images with inserted lesions and their pixel masks.
+
+    Each phantom has a bright body ellipse, two darker lung fields, a spine, rib arcs, smooth
+    anatomical variation and noise. An abnormal phantom gets 1-3 consolidation-like opacities
+    (smooth bright blobs) inside the lungs; ``masks`` marks their pixels (blob weight > 0.5).
+
+    Args:
+        n: number of images.
+        size: side length in pixels.
+        anomaly_frac: fraction of abnormal images (rounded down); abnormal images come last.
+        seed: generator seed; the same seed gives the same images, bit for bit.
+
+    Returns:
+        :class:`CXRDataset` with ``images`` uint8 ``(n, size, size)``, ``labels`` and ``masks``
+        bool ``(n, size, size)`` (all False for normal images).
+    """
+    if not 0 <= anomaly_frac <= 1:
+        raise DataError(f"anomaly_frac={anomaly_frac} is outside [0, 1]")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    n_abn = int(n * anomaly_frac)
+    labels = np.array([0] * (n - n_abn) + [1] * n_abn, np.int64)
+    images = np.empty((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), bool)
+    for i in range(n):
+        cx, cy = 0.5 + rng.normal(0, 0.015), 0.52 + rng.normal(0, 0.015)
+        body = ((xx - cx) / 0.44) ** 2 + ((yy - cy) / 0.5) ** 2 < 1
+        img = 0.15 + 0.45 * body
+        lungs = np.zeros_like(xx)
+        for side in (-1, 1):
+            lx, ly = cx + side * (0.17 + rng.normal(0, 0.01)), cy - 0.04 + rng.normal(0, 0.01)
+            ax, ay = 0.12 + rng.normal(0, 0.008), 0.27 + rng.normal(0, 0.01)
+            lungs = np.maximum(lungs, np.clip(1.2 - (((xx - lx) / ax) ** 2 + ((yy - ly) / ay) ** 2), 0, 1))
+        img = img - 0.35 * lungs
+        img += 0.25 * np.exp(-((xx - cx) / 0.035) ** 2) * body  # spine
+        phase = rng.uniform(0, 2 * np.pi)
+        ribs = 0.5 + 0.5 * np.sin(2 * np.pi * (yy * 9 + 0.6 * (xx - cx) ** 2 * 8) + phase)
+        img += 0.08 * ribs * lungs
+        if labels[i]:
+            blobs = np.zeros_like(xx)
+            for _ in range(rng.integers(1, 4)):
+                side = rng.choice((-1, 1))
+                bx = cx + side * (0.17 + rng.normal(0, 0.04))
+                by = cy - 0.04 + rng.normal(0, 0.1)
+                r = rng.uniform(0.04, 0.09)
+                blobs = np.maximum(blobs, np.exp(-(((xx - bx) ** 2 + (yy - by) ** 2) / (2 * r ** 2))))
+            blobs *= lungs > 0.05
+            img += 0.3 * blobs
+            masks[i] = blobs > 0.5
+        img += rng.normal(0, 0.02, img.shape)
+        images[i] = np.clip(img * 255, 0, 255).astype(np.uint8)
+    names = np.array([f"phantom_{seed}_{i:04d}" for i in range(n)])
+    return CXRDataset(images, labels, names, np.array([""] * n), "phantoms", masks)
+
+
+# ------------------------------------------------------------------------------- hashing and leakage
+def content_hashes(images: np.ndarray) -> np.ndarray:
+    """SHA-1 of each image's raw bytes, shape ``(N,)``: equal hashes are exact duplicates."""
+    return np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
+
+
+def duplicate_groups(images: np.ndarray) -> np.ndarray:
+    """Group id of each image, shape ``(N,)``: exact duplicates share an id (first row's index)."""
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(h, i) for i, h in enumerate(content_hashes(images))], np.int64)
+
+
+def check_no_leakage(images: np.ndarray, train_idx, eval_idx, what: str = "evaluation") -> None:
+    """Raise :class:`LeakageError` if any image of ``train_idx`` has the same content as one of ``eval_idx``."""
+    h = content_hashes(images)
+    train = {h[i]: i for i in np.asarray(train_idx, np.int64)}
+    clash = [(train[h[j]], int(j)) for j in np.asarray(eval_idx, np.int64) if h[j] in train]
+    if clash:
+        raise LeakageError(f"{len(clash)} image(s) are in both the training set and the {what} set "
+                           f"(rows train/eval: {clash[:5]})")
+
+
+# -------------------------------------------------------------------------------- splits / protocols
+@dataclass
+class Split:
+    """Seeded index split of one :class:`CXRDataset`. Every index array is int64 ``(n,)``.
+
+    Attributes:
+        train: normal training images.
+        val: validation images, both classes (thresholds and checkpoints are chosen here).
+        test: development-test images (or the source's official test split), both classes.
+        train_abnormal: labelled anomalies for training (weakly supervised protocol), else empty.
+        unlabelled: unlabelled training pool (semi-supervised protocol), else empty.
+        unused: images of the source that no part uses.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    protocol: str = "unsupervised"
+    seed: int = 0
+    train_abnormal: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    unlabelled: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    unused: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def parts(self) -> dict:
+        return {"train": self.train, "train_abnormal": self.train_abnormal, "unlabelled": self.unlabelled,
+                "val": self.val, "test": self.test}
+
+    def summary(self, labels: np.ndarray) -> dict:
+        """``{part: (n_normal, n_abnormal)}``."""
+        return {k: (int((labels[v] == 0).sum()), int((labels[v] == 1).sum())) for k, v in self.parts().items()}
+
+    def check(self, ds: CXRDataset) -> None:
+        """Assert the protocol's invariants: disjoint parts, both classes in val and test, no
+        training image (by content) in val or test."""
+        parts = self.parts()
+        seen: dict[int, str] = {}
+        for k, v in parts.items():
+            for i in v:
+                if int(i) in seen:
+                    raise LeakageError(f"row {i} is in both '{seen[int(i)]}' and '{k}'")
+                seen[int(i)] = k
+        for k in ("val", "test"):
+            ys = set(ds.labels[parts[k]].tolist())
+            if not {0, 1} <= ys:
+                raise DataError(f"{ds.source}: the {k} split must contain both classes, has {sorted(ys)}")
+        training = np.concatenate([self.train, self.train_abnormal, self.unlabelled])
+        check_no_leakage(ds.images, training, np.concatenate([self.val, self.test]), "validation/test")
+
+
+def _take_groups(idx: np.ndarray, groups: np.ndarray, counts: list[int], rng) -> list[np.ndarray]:
+    """Shuffle ``idx`` by duplicate group and cut it into consecutive parts of about ``counts`` images;
+    a group never straddles two parts (it stays in the earlier one). The last part takes the rest when
+    its count is -1."""
+    ids = np.unique(groups[idx])
+    rng.shuffle(ids)
+    members = {g: idx[groups[idx] == g] for g in ids}
+    parts, cur, k = [[] for _ in counts], 0, 0
+    for g in ids:
+        while k < len(counts) - 1 and counts[k] != -1 and cur >= counts[k]:
+            k, cur = k + 1, 0
+        if k == len(counts) - 1 and counts[k] != -1 and cur >= counts[k]:
+            break
+        parts[k].extend(members[g].tolist())
+        cur += len(members[g])
+    return [np.sort(np.array(p, np.int64)) for p in parts]
+
+
+def development_split(ds: CXRDataset, seed: int = 0, val_frac: float = 0.075, test_frac: float = 0.18) -> Split:
+    """The project's one development split (unsupervised protocol): normals for training, a validation
+    split and a development-test split that each hold as many abnormal as normal images.
+
+    Normal images are cut into train / val / test in proportions ``1 - val_frac - test_frac`` /
+    ``val_frac`` / ``test_frac``; val and test then get as many abnormal images, drawn from the
+    abnormal images at random. On ``zhanglab128_train.npz`` (1341 normal, 3875 pneumonia) this gives
+    about 1000 training normals, 100 + 100 validation and 241 + 241 development-test images; the other
+    pneumonia images stay ``unused`` (the pools of the weakly and semi-supervised protocols).
+
+    When the source has its own ``test`` split (a Kaggle folder, MedMNIST), that split is the test set
+    and only train/val are carved from the rest. Exact-duplicate groups stay on one side.
+    """
+    rng = np.random.default_rng(seed)
+    labels, groups = ds.labels, duplicate_groups(ds.images)
+    if (labels < 0).any():
+        raise DataError(f"{ds.source}: a development split needs labels; {int((labels < 0).sum())} images have none")
+    has_test = (ds.splits == "test").any()
+    pool = np.flatnonzero(ds.splits != "test") if has_test else np.arange(len(ds))
+    normal, abnormal = pool[labels[pool] == 0], pool[labels[pool] == 1]
+    if len(normal) < 10 or len(abnormal) < 2:
+        raise DataError(f"{ds.source}: too few images for a development split "
+                        f"({len(normal)} normal, {len(abnormal)} abnormal outside the test split)")
+    n_val = max(1, round(val_frac * len(normal)))
+    if has_test:
+        val_n, train = _take_groups(normal, groups, [n_val, -1], rng)
+        test = np.flatnonzero(ds.splits == "test")
+        (val_a,) = _take_groups(abnormal, groups, [len(val_n)], rng)[:1]
+        rest_a = np.setdiff1d(abnormal, val_a)
+    else:
+        n_test = max(1, round(test_frac * len(normal)))
+        val_n, test_n, train = _take_groups(normal, groups, [n_val, n_test, -1], rng)
+        val_a, test_a, rest_a = _take_groups(abnormal, groups, [len(val_n), len(test_n), -1], rng)
+        test = np.sort(np.concatenate([test_n, test_a]))
+    val = np.sort(np.concatenate([val_n, val_a]))
+    split = Split(train=train, val=val, test=test, protocol="unsupervised", seed=seed, unused=np.sort(rest_a))
+    split.check(ds)
+    return split
+
+
+def unsupervised_protocol(ds: CXRDataset, seed: int = 0) -> Split:
+    """Normal images only for training (SQUID, SimSID, CRTSC, PatchCore): the development split."""
+    return development_split(ds, seed)
+
+
+def weakly_supervised_protocol(ds: CXRDataset, k: int, seed: int = 0) -> Split:
+    """Normal images plus ``k`` labelled anomalies for training (WSCXR).
+
+    The ``k`` anomalies are drawn (seeded) from the abnormal images that neither val nor test uses.
+    """
+    split = development_split(ds, seed)
+    if k < 0:
+        raise DataError(f"k={k}: the number of labelled anomalies must be >= 0")
+    pool = split.unused[ds.labels[split.unused] == 1]
+    if k > len(pool):
+        raise DataError(f"{ds.source}: asked for k={k} labelled anomalies but only {len(pool)} abnormal "
+                        f"images are outside val/test")
+    rng = np.random.default_rng([seed, 1])
+    split.train_abnormal = np.sort(rng.choice(pool, k, replace=False)).astype(np.int64)
+    split.unused = np.setdiff1d(split.unused, split.train_abnormal)
+    split.protocol = f"weakly_supervised(k={k})"
+    split.check(ds)
+    return split
+
+
+def semi_supervised_protocol(ds: CXRDataset, n_unlabelled: int, anomaly_rate: float, seed: int = 0) -> Split:
+    """Normal images plus an unlabelled pool with the given anomaly rate (DDAD).
+
+    The pool's ``round(n_unlabelled * anomaly_rate)`` abnormal images come from the abnormal images
+    outside val/test; its normal images are taken out of the training normals (so the labelled normal
+    set shrinks by as many). Labels of the pool are kept in the dataset for analysis only.
+
+    Raises:
+        DataError: anomaly rate outside [0, 1], an empty pool, or too few images for the pool.
+    """
+    if not 0 <= anomaly_rate <= 1:
+        raise DataError(f"anomaly_rate={anomaly_rate} is outside [0, 1]")
+    if n_unlabelled <= 0:
+        raise DataError(f"n_unlabelled={n_unlabelled}: the unlabelled pool is empty")
+    split = development_split(ds, seed)
+    n_abn = int(round(n_unlabelled * anomaly_rate))
+    n_nor = n_unlabelled - n_abn
+    pool_a = split.unused[ds.labels[split.unused] == 1]
+    if n_abn > len(pool_a):
+        raise DataError(f"{ds.source}: the pool needs {n_abn} abnormal images but only {len(pool_a)} are "
+                        f"outside val/test")
+    if n_nor >= len(split.train):
+        raise DataError(f"{ds.source}: the pool needs {n_nor} normal images but only {len(split.train)} "
+                        f"training normals exist (at least one must stay labelled)")
+    rng = np.random.default_rng([seed, 2])
+    unl_a = rng.choice(pool_a, n_abn, replace=False)
+    # take whole duplicate groups out of the labelled normals so none leaks between the two
+    groups = duplicate_groups(ds.images)
+    (unl_n,) = _take_groups(split.train, groups, [n_nor], rng)[:1] if n_nor else (np.empty(0, np.int64),)
+    split.train = np.setdiff1d(split.train, unl_n)
+    split.unlabelled = np.sort(np.concatenate([unl_a, unl_n])).astype(np.int64)
+    split.unused = np.setdiff1d(split.unused, unl_a)
+    split.protocol = f"semi_supervised(n={n_unlabelled}, rate={anomaly_rate})"
+    split.check(ds)
+    return split

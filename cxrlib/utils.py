@@ -1,0 +1,108 @@
+"""Small shared helpers: seeding, device choice, progress bars, atomic writes, profiles.
+
+Nothing here imports torch at module import time, so ``import cxrlib`` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+__all__ = [
+    "PROFILES", "get_profile", "set_seed", "get_device", "progress", "atomic_write_bytes",
+    "atomic_torch_save", "atomic_write_json", "repo_root",
+]
+
+#: The three run profiles. ``quick``: CI and a first look on a laptop CPU (the embedded sample,
+#: minutes). ``cpu``: the development split of the full ZhangLab training file on a 2-core CPU
+#: (at most ~15 min per training run). ``full``: the official recipes, on a GPU.
+PROFILES = ("quick", "cpu", "full")
+
+
+def get_profile(default: str = "quick") -> str:
+    """The run profile from the ``CXR_PROFILE`` environment variable (nbval cannot pass parameters)."""
+    profile = os.environ.get("CXR_PROFILE", default)
+    if profile not in PROFILES:
+        raise ValueError(f"CXR_PROFILE={profile!r} is not one of {PROFILES}")
+    return profile
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``cxrlib/``, ``data/``, ``notebooks/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def set_seed(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (CPU and CUDA); optionally ask torch for deterministic kernels.
+
+    GPU results may still differ across hardware and library versions; the CPU quick profile
+    gives the same numbers run after run.
+    """
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def get_device(prefer: str | None = None):
+    """``torch.device``: ``prefer`` if given, else CUDA when available, else CPU. Never hard-codes CUDA."""
+    import torch
+
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def progress(iterable=None, enabled: bool = True, **kwargs):
+    """A tqdm progress bar (``tqdm.auto``: a widget in notebooks, text in a terminal)."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, disable=not enabled, **kwargs)
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
+
+    A crash mid-write leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save`` made atomic (see :func:`atomic_write_bytes`)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_json(obj, path) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
