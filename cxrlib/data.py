@@ -438,12 +438,12 @@ def make_phantoms(n: int = 64, size: int = 128, anomaly_frac: float = 0.5, seed:
         for side in (-1, 1):
             lx, ly = cx + side * (0.17 + rng.normal(0, 0.01)), cy - 0.04 + rng.normal(0, 0.01)
             ax, ay = 0.12 + rng.normal(0, 0.008), 0.27 + rng.normal(0, 0.01)
-            lungs = np.maximum(lungs, np.clip(1.2 - (((xx - lx) / ax) ** 2 + ((yy - ly) / ay) ** 2), 0, 1))
-        img = img - 0.35 * lungs
+            lungs = np.maximum(lungs, np.clip(2.5 * (1 - ((xx - lx) / ax) ** 2 - ((yy - ly) / ay) ** 2), 0, 1))
+        img = img - 0.4 * lungs
         img += 0.25 * np.exp(-((xx - cx) / 0.035) ** 2) * body  # spine
         phase = rng.uniform(0, 2 * np.pi)
         ribs = 0.5 + 0.5 * np.sin(2 * np.pi * (yy * 9 + 0.6 * (xx - cx) ** 2 * 8) + phase)
-        img += 0.08 * ribs * lungs
+        img += 0.12 * ribs * lungs
         if labels[i]:
             blobs = np.zeros_like(xx)
             for _ in range(rng.integers(1, 4)):
