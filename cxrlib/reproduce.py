@@ -45,7 +45,6 @@ def run_notebooks(profile: str = "quick", out_dir=None, only=None, data=None, ke
     os.environ["CXR_PROFILE"] = profile
     if data:
         os.environ["CXR_DATA"] = str(data)
-    os.environ.setdefault("MPLBACKEND", "Agg")
     records = []
     bar = tqdm(nbs, desc=f"notebooks ({profile})", unit="nb")
     for nb in bar:

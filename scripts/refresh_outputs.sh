@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-export CXR_PROFILE=quick MPLBACKEND=Agg PYTHONHASHSEED=0
+export CXR_PROFILE=quick PYTHONHASHSEED=0
 files=("$@"); [ ${#files[@]} -eq 0 ] && files=(notebooks/[0-9][0-9]_*.ipynb)
 for nb in "${files[@]}"; do
     echo "== $nb"
