@@ -1,9 +1,10 @@
 """SQUID's in-painting block: memory read + neighbour transformer at the bottleneck.
 
-SQUID (Xiang et al., CVPR 2023, Sec. 3.2, Fig. 2 "Inpainting Block"); reused unchanged by SimSID
-(Xiang et al., TPAMI 2024). Each patch's bottleneck feature is replaced by what the memory of its
-position remembers, refined by attending to the memory reads of its 8 neighbours on the patch grid:
-a patch is "in-painted" from normal context, so an anomaly cannot copy itself into the output.
+SQUID (Xiang et al., CVPR 2023, Sec. 3.3 and Fig. 2, "In-painting Block"; its memory: Sec. 3.2),
+reused unchanged by SimSID (Xiang et al., TPAMI 2024). Each patch's bottleneck feature is replaced by
+what the memory of its position remembers, refined by attending to the memory reads of its 8
+neighbours on the patch grid: a patch is "in-painted" from normal context, so an anomaly cannot copy
+itself into the output.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def neighbour_index(n: int) -> torch.Tensor:
 class InpaintBlock(nn.Module):
     """Space-aware memory read followed by one transformer layer over the patch neighbourhood.
 
-    For every patch (SQUID Sec. 3.2):
+    For every patch (SQUID Sec. 3.3):
 
     1. ``f = ReLU(BN(conv1x1(x)))`` reduces ``C -> C/4`` channels; ``f`` flattened is the query vector
        (``D = C/4 * h * w``, 2048 in the official 128 px model).
@@ -80,10 +81,9 @@ class InpaintBlock(nn.Module):
         self.in_channels, self.mem_channels = in_channels, in_channels // reduction
         self.feature_size, self.num_patch, self.n_positions = (h, w), num_patch, num_patch * num_patch
         self.mask_ratio = float(mask_ratio)
-        dim = self.mem_channels * h * w
+        self.dim = dim = self.mem_channels * h * w
         if dim % num_heads:
             raise ValueError(f"memory dim {dim} is not divisible by num_heads={num_heads}")
-        self.dim = dim
 
         self.reduce = nn.Sequential(
             nn.Conv2d(in_channels, self.mem_channels, 1, bias=False),  # BN follows, a bias would be redundant

@@ -1,12 +1,12 @@
 """Memory banks of SQUID / SimSID: sparse top-k addressing, learned matrices, FIFO queues.
 
-SQUID (Xiang et al., CVPR 2023, Sec. 3.2 "Memory Queue" and Sec. 3.3) reads every query from a bank of
+SQUID (Xiang et al., CVPR 2023, Sec. 3.2 "Memory Queue") reads every query from a bank of
 ``S`` slot vectors. The read is ``w @ M`` with addressing weights ``w = topk(softmax(q @ M^T))``:
 only the ``k`` largest weights survive, L1-renormalised, and a straight-through estimator lets the
 dense softmax gradient reach the query. Two kinds of bank exist:
 
 * :class:`MemoryMatrix`: the slots are a learned ``nn.Parameter`` (MemAE-style; SQUID's decoder
-  memories, SimSID's CheXpert in-painting memory).
+  memories in the official code, SimSID's CheXpert in-painting memory).
 * :class:`MemoryQueue`: the slots are a *buffer* filled FIFO with past encoder features
   (SQUID Sec. 3.2: the memory always holds real normal patterns, it is never trained by gradient).
 
@@ -27,7 +27,7 @@ __all__ = ["topk_address", "MemoryMatrix", "MemoryQueue", "SpaceAwareMemory"]
 
 
 def topk_address(query: torch.Tensor, memory: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse top-k memory read with a straight-through estimator (SQUID Sec. 3.2, Eq. 1-2).
+    """Sparse top-k memory read with a straight-through estimator (SQUID Sec. 3.2).
 
     ``soft = softmax(query @ memory^T)``; ``hard`` keeps the ``k`` largest entries of ``soft`` and
     renormalises them to sum to 1; the returned attention is ``(hard - soft).detach() + soft``, whose
@@ -63,7 +63,7 @@ def _slot_shape(n_slots: int, dim: int, n_banks: int | None) -> tuple[int, ...]:
 
 
 class MemoryMatrix(nn.Module):
-    """A learned memory: ``S`` slots of dimension ``D`` trained by back-propagation (SQUID Sec. 3.3).
+    """A learned memory: ``S`` slots of dimension ``D`` trained by back-propagation (MemAE-style).
 
     Args:
         n_slots: ``S``. dim: ``D``. k: slots kept per read (top-k addressing).
@@ -142,7 +142,7 @@ class MemoryQueue(nn.Module):
         """Write the pending batch FIFO at ``write_ptr`` (wrapping around) and advance the pointer."""
         if self._pending is None:
             return
-        values = self._pending.to(self.slots.dtype)
+        values = self._pending.to(device=self.slots.device, dtype=self.slots.dtype)
         n_new = values.shape[-2]
         first = self.write_ptr
         if n_new > self.n_slots:

@@ -1,0 +1,146 @@
+"""Command line: ``python -m cxrlib {train,score,reproduce} --help``.
+
+    python -m cxrlib train --method squid --data PATH/zhanglab128_train.npz --profile cpu --seed 0 --out runs/squid_cpu_s0
+    python -m cxrlib score --checkpoint runs/squid_cpu_s0/model.pt --data PATH/zhanglab128_train.npz --split test --out scores.csv
+    python -m cxrlib score --checkpoint runs/squid_cpu_s0/model.pt --data PATH/chest_xray/test --out official.csv
+
+``train`` uses the data layer's development split (seed 0) of ``--data``: normals to train, validation to
+select the checkpoint and the threshold. ``score`` writes one row per image (name, score, label when known)
+and, when labels are known, the metrics as JSON beside the CSV: AUROC, AP, ACC/F1 at the threshold stored in
+the checkpoint (chosen on validation) and, labelled as such, at the papers' test-tuned threshold.
+Bad input ends with a one-line error and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .utils import PROFILES
+
+METHODS = ("squid", "simsid")
+
+
+def _train(args) -> int:
+    from . import data as D
+    from .scoring import finalize_squid
+    from .train import fit_squid, squid_config
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    cfg = squid_config(args.method, args.profile, **overrides)
+    source = D.resolve_data(args.profile, args.data)
+    ds = D.load(source, size=cfg.image_size)
+    split = D.unsupervised_protocol(ds, seed=args.split_seed)
+    print(f"data {source}: {len(ds)} images at {cfg.image_size} px; split (normal, abnormal): "
+          f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
+    summary = fit_squid(cfg, ds, split, args.out, seed=args.seed, resume=args.resume, device=args.device,
+                        show_progress=not args.no_progress, method=args.method, data_source=str(source))
+    if not summary["finished"]:
+        print("stopped before the last epoch; run again with --resume")
+        return 0
+    path = finalize_squid(args.out, ds, split, method=args.method, device=args.device)
+    print(f"best epoch {summary['best_epoch'] + 1} (validation AUROC {summary['best_val_auroc']:.3f}); "
+          f"{summary['train_minutes']:.1f} min of training; scorer written to {path}")
+    return 0
+
+
+def _score(args) -> int:
+    import time
+
+    import numpy as np
+
+    from . import data as D
+    from . import metrics as M
+    from .scoring import load_scorer
+    from .utils import atomic_write_bytes, atomic_write_json
+
+    scorer = load_scorer(args.checkpoint, device=args.device)
+    ds = D.load(args.data, size=scorer.image_size)
+    if args.split != "all":
+        seed = scorer.meta.get("split_seed", 0) if hasattr(scorer, "meta") else 0
+        split = D.unsupervised_protocol(ds, seed=seed)
+        ds = ds.subset(getattr(split, args.split))
+    if len(ds) == 0:
+        raise D.DataError(f"{args.data}: no images to score")
+    t0 = time.time()
+    scores = scorer.score(ds.images)
+    seconds = time.time() - t0
+    rows = ["name,score,label"] + [f"{n},{s:.6f},{'' if y < 0 else int(y)}"
+                                   for n, s, y in zip(ds.names, scores, ds.labels)]
+    out = Path(args.out)
+    atomic_write_bytes(out, ("\n".join(rows) + "\n").encode())
+    print(f"scored {len(ds)} images in {seconds:.1f} s ({len(ds) / max(seconds, 1e-9):.1f} images/s) -> {out}")
+    if (ds.labels >= 0).all() and len(np.unique(ds.labels)) == 2:
+        res = M.evaluate(ds.labels, scores, val_threshold=scorer.threshold)
+        res.update({"checkpoint": str(args.checkpoint), "method": scorer.method, "data": str(args.data),
+                    "split": args.split})
+        atomic_write_json(res, out.with_suffix(".json"))
+        v, t = res["val_threshold"], res["test_tuned"]
+        print(f"AUROC {res['auroc']:.4f}  AP {res['ap']:.4f}  |  validation threshold: ACC {v['acc']:.4f} "
+              f"F1 {v['f1']:.4f} sens {v['sensitivity']:.4f} spec {v['specificity']:.4f}  |  test-tuned "
+              f"(oracle, papers' protocol): ACC {t['acc']:.4f} F1 {t['f1']:.4f}  -> {out.with_suffix('.json')}")
+    else:
+        print("labels unknown or one class only: scores written, no metrics")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .reproduce import run_notebooks
+
+    run_notebooks(args.profile, args.out, args.only, args.data)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m cxrlib", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a method on the development split of --data")
+    t.add_argument("--method", choices=METHODS, default="squid")
+    t.add_argument("--data", default=None, help="npz, folder tree, 'embedded' (default for --profile quick)")
+    t.add_argument("--profile", choices=PROFILES, default="quick")
+    t.add_argument("--seed", type=int, default=0, help="training seed")
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the development split (keep 0 to compare)")
+    t.add_argument("--out", required=True, help="run folder: checkpoints and model.pt")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    t.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("score", help="score images with a trained model.pt")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True, help="npz (images[, labels, names]) or a folder tree")
+    s.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                   help="score only this part of the development split of --data (default all images)")
+    s.add_argument("--out", required=True, help="CSV of name,score,label; metrics go to the same name .json")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=_score)
+
+    r = sub.add_parser("reproduce", help="re-run every numbered notebook with papermill")
+    r.add_argument("--profile", choices=PROFILES, default="quick")
+    r.add_argument("--data", default=None)
+    r.add_argument("--out", default=None)
+    r.add_argument("--only", nargs="*")
+    r.set_defaults(func=_reproduce)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    from .train import CheckpointError, TrainingDivergedError
+
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError, TrainingDivergedError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

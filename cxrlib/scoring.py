@@ -1,0 +1,153 @@
+"""One scoring interface for every method: images in, one anomaly score per image out (higher = more
+anomalous), plus an anomaly map where the method has one.
+
+A trained run ends with ``model.pt``, written by :func:`finalize_squid` (and its twins for other methods):
+the best-on-validation weights, the statistics that standardise the score, the decision threshold chosen
+on the validation split, and the validation metrics. :func:`load_scorer` reads it back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .train import FORMAT_VERSION, CheckpointError
+
+__all__ = ["SquidScorer", "load_scorer", "finalize_squid", "SQUID_FAMILY"]
+
+SQUID_FAMILY = ("squid", "simsid")
+
+
+class SquidScorer:
+    """SQUID / SimSID test-time score (SQUID Sec. 3.5): the discriminator's logit on the reconstruction,
+    standardised with the training-set mean ``mu`` and std ``sigma``, sign flipped so that higher is more
+    anomalous: ``score = -(D(G(x)) - mu) / sigma``. (The official code reports ``1 - sigmoid(z)``, a
+    monotone transform of the same number: identical AUROC and ranking.)
+    """
+
+    def __init__(self, method, cfg, gen, disc, mu=0.0, sigma=1.0, threshold=None, meta=None, device=None):
+        self.method, self.cfg, self.gen, self.disc = method, cfg, gen, disc
+        self.mu, self.sigma, self.threshold, self.meta = float(mu), float(sigma), threshold, meta or {}
+        self.device = device
+        self.image_size = cfg.image_size
+
+    def _x01(self, images):
+        import torch
+
+        a = np.asarray(images)
+        if a.ndim == 3:
+            a = a[:, None]
+        if a.ndim != 4 or a.shape[1] != 1 or a.shape[2:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected images of shape (N, {self.image_size}, {self.image_size}), got {a.shape}")
+        x = torch.from_numpy(a.astype(np.float32))
+        return x / 255.0 if a.dtype == np.uint8 else x
+
+    def raw_logits(self, images, batch_size: int = 64) -> np.ndarray:
+        """``D(G(x))`` for uint8 ``(N, S, S)`` images (or float ``(N, 1, S, S)`` in [0, 1]); shape ``(N,)``."""
+        from .train import discriminator_logits
+
+        return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device)
+
+    def score(self, images, batch_size: int = 64) -> np.ndarray:
+        """Anomaly score per image, shape ``(N,)``; higher = more anomalous."""
+        return -(self.raw_logits(images, batch_size) - self.mu) / self.sigma
+
+    def reconstruct(self, images, batch_size: int = 64):
+        """Reconstructions in [0, 1], shape ``(N, 1, S, S)`` (torch)."""
+        from .train import discriminator_logits
+
+        return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
+                                    return_recon=True)[1]
+
+    def anomaly_maps(self, images, batch_size: int = 64, sigma_px: float = 2.0) -> np.ndarray:
+        """Display map: absolute reconstruction error, Gaussian-smoothed; shape ``(N, S, S)``. (The score
+        itself is the discriminator's; this map shows *where* the reconstruction disagrees.)"""
+        from scipy.ndimage import gaussian_filter
+
+        x = self._x01(images)[:, 0].numpy()
+        r = self.reconstruct(images, batch_size)[:, 0].numpy()
+        return np.stack([gaussian_filter(np.abs(a - b), sigma_px) for a, b in zip(x, r)])
+
+
+def _build_squid(cfg_dict, device):
+    from .models.discriminator import SquidDiscriminator
+    from .models.squid import SquidConfig, SquidGenerator
+
+    cfg = SquidConfig.from_dict(cfg_dict)
+    gen = SquidGenerator(cfg).to(device)
+    disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size).to(device)
+    return cfg, gen, disc
+
+
+def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: str = "max_acc",
+                   n_stats: int = 512, device=None) -> Path:
+    """Turn a finished run in ``out_dir`` into ``out_dir/model.pt``, the scoring checkpoint.
+
+    Loads the best-on-validation weights, computes ``mu``/``sigma`` of ``D(G(x))`` on up to ``n_stats``
+    training images (no augmentation), scores the validation split and chooses the decision threshold
+    there (``threshold_rule``, default max accuracy: the papers' rule, moved from test to validation).
+    """
+    import torch
+
+    from . import metrics as M
+    from .utils import atomic_torch_save, get_device
+
+    out_dir = Path(out_dir)
+    device = get_device(device)
+    last = torch.load(out_dir / "last.pt", map_location=device, weights_only=False)
+    best = torch.load(out_dir / "best.pt", map_location=device, weights_only=False)
+    cfg, gen, disc = _build_squid(last["cfg"], device)
+    gen.load_state_dict(best["gen"])
+    disc.load_state_dict(best["disc"])
+    scorer = SquidScorer(method, cfg, gen, disc, device=device)
+    train_logits = scorer.raw_logits(ds.images[split.train[:n_stats]])
+    mu, sigma = float(train_logits.mean()), float(train_logits.std() + 1e-8)
+    scorer.mu, scorer.sigma = mu, sigma
+    y_val = ds.labels[split.val]
+    s_val = scorer.score(ds.images[split.val])
+    threshold = M.choose_threshold(y_val, s_val, threshold_rule)
+    val = M.evaluate(y_val, s_val, val_threshold=threshold)
+    path = out_dir / "model.pt"
+    atomic_torch_save({
+        "format": FORMAT_VERSION, "method": method, "cfg": last["cfg"], "seed": last["seed"],
+        "gen": best["gen"], "disc": best["disc"], "best_epoch": best["epoch"], "mu": mu, "sigma": sigma,
+        "threshold": threshold, "threshold_rule": f"{threshold_rule} on the validation split",
+        "val_metrics": val, "history": last["history"], "train_seconds": last.get("train_seconds", 0.0),
+        "data": last.get("data", ""), "split_seed": split.seed,
+    }, path)
+    return path
+
+
+def load_scorer(path, device=None):
+    """Load a ``model.pt`` written by ``python -m cxrlib train`` and return its method's scorer.
+
+    Raises:
+        CheckpointError: missing or unreadable file, another format, or an unknown method.
+    """
+    import torch
+
+    from .utils import get_device
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    device = get_device(device)
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ck, dict) or "method" not in ck:
+        raise CheckpointError(f"{path}: not a cxrlib checkpoint")
+    if ck.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {ck.get('format')} is not {FORMAT_VERSION}")
+    if "threshold" not in ck:
+        raise CheckpointError(f"{path}: a training-state checkpoint, not a scoring one; score model.pt")
+    method = ck["method"]
+    if method in SQUID_FAMILY:
+        cfg, gen, disc = _build_squid(ck["cfg"], device)
+        gen.load_state_dict(ck["gen"])
+        disc.load_state_dict(ck["disc"])
+        meta = {k: ck[k] for k in ("seed", "best_epoch", "val_metrics", "threshold_rule", "data", "train_seconds")
+                if k in ck}
+        return SquidScorer(method, cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device)
+    raise CheckpointError(f"{path}: method {method!r} has no scorer in this version of cxrlib")

@@ -1,0 +1,248 @@
+"""Training of the SQUID-family generators (SQUID, SimSID), visible enough for a notebook to show.
+
+One iteration (SQUID Sec. 3.4; SimSID's shared forward):
+
+1. one generator forward on the batch (shared by both steps, as SimSID does: the official SQUID code runs a
+   second forward for the D step, a quarter of an iteration's time);
+2. **D step** every iteration: ``d_w · [BCE(D(x), 1) + BCE(D(G(x).detach()), 0)]``;
+3. **G step** every ``n_critic`` iterations: ``recon_w·MSE + g_w·BCE(D(G(x)), 1) + t_w·MSE(teacher) +
+   dist_w·distillation``, then the memory queues take the batch (FIFO).
+   On the iterations without a G step the generator forward runs under ``no_grad`` (no wasted graph).
+
+Every epoch: cosine learning-rate step, validation AUROC (model selection on validation only), and an
+atomic checkpoint (``last.pt``) from which ``resume=True`` continues exactly. Each epoch re-seeds the global
+torch generator from ``(seed, epoch)``, so an epoch is reproducible whether it runs after a resume or not.
+A NaN or infinite loss stops training with :class:`TrainingDivergedError`, naming the epoch, iteration and
+loss term; the last good checkpoint is kept.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from .utils import atomic_torch_save, get_device, progress, set_seed
+
+__all__ = ["TrainingDivergedError", "CheckpointError", "squid_config", "random_affine", "discriminator_logits",
+           "fit_squid", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or of another method / format."""
+
+
+def squid_config(method: str = "squid", profile: str = "quick", **overrides):
+    """The :class:`~cxrlib.models.squid.SquidConfig` of ``method`` (``squid``/``simsid``) under a profile.
+
+    - ``full``: the official recipe (128 px, 2×2 patches, base width 32; 200 epochs SQUID, 1000 SimSID).
+    - ``cpu``: a reduced model that trains on the 999 development-split normals in about 15 minutes on a
+      2-core CPU: 64 px images (2×2 patches of 32 px), base width 16, 100 memory slots, 25 epochs, and
+      one generator forward shared by the D and G steps (SimSID's loop; speed is what buys quality here).
+    - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 3 epochs, shared forward).
+    """
+    from .models.squid import preset
+
+    if profile == "full":
+        cfg = preset(method)
+    elif profile == "cpu":
+        cfg = preset(method, image_size=64, base_width=16, mem_slots=100, decoder_memory_slots=100, epochs=25,
+                     shared_forward=True)
+    elif profile == "quick":
+        cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=3,
+                     shared_forward=True)
+    else:
+        raise ValueError(f"unknown profile {profile!r}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def random_affine(x: torch.Tensor, translate: float, scale: tuple, generator: torch.Generator | None = None):
+    """Per-image random translation and scaling (torchvision ``RandomAffine(0, translate, scale)`` drawn
+    independently for each image, bilinear, zero fill), vectorised with ``affine_grid``.
+
+    Args:
+        x: ``(B, C, H, W)``; translate: max shift as a fraction of the size; scale: ``(lo, hi)``.
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    b = x.shape[0]
+    u = torch.rand(b, 3, generator=generator).to(x.device)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    t = (u[:, 1:] * 2 - 1) * translate * 2  # normalised coordinates span [-1, 1]: a shift of f·W is 2f
+    theta = torch.zeros(b, 2, 3, device=x.device)
+    theta[:, 0, 0] = 1 / s
+    theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = -t / s[:, None]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _images_tensor(ds, idx, size: int) -> torch.Tensor:
+    if ds.size != size:
+        raise ValueError(f"{ds.source}: images are {ds.size} px but the model expects {size} px")
+    return torch.from_numpy(ds.as_float(idx))
+
+
+@torch.no_grad()
+def discriminator_logits(gen, disc, x01: torch.Tensor, cfg, batch_size: int = 64, device=None,
+                         return_recon: bool = False):
+    """Raw SQUID test statistic ``D(G(x))`` (a logit: high = looks real), batched, eval mode.
+
+    Args:
+        x01: ``(N, 1, S, S)`` images in [0, 1].
+    Returns:
+        logits ``(N,)`` (numpy), and the reconstructions ``(N, 1, S, S)`` in [0, 1] if ``return_recon``.
+    """
+    from .models.squid import from_model_range, to_model_range
+
+    device = device or next(gen.parameters()).device
+    gen.eval()
+    disc.eval()
+    logits, recons = [], []
+    for i in range(0, len(x01), batch_size):
+        xb = to_model_range(x01[i:i + batch_size].to(device), cfg.normalize)
+        out = gen(xb)
+        logits.append(disc(out["recon"]).flatten().float().cpu())
+        if return_recon:
+            recons.append(from_model_range(out["recon"], cfg.normalize).clamp(0, 1).cpu())
+    logits = torch.cat(logits).numpy()
+    return (logits, torch.cat(recons)) if return_recon else logits
+
+
+def _check_finite(terms: dict, epoch: int, it: int, ckpt: Path):
+    for name, v in terms.items():
+        v = float(v.detach()) if hasattr(v, "detach") else float(v)
+        if not math.isfinite(v):
+            raise TrainingDivergedError(
+                f"epoch {epoch + 1}, iteration {it}: loss term '{name}' is {v}; training stopped. The last good "
+                f"checkpoint is {ckpt if ckpt.exists() else '(none yet)'}; lower the learning rate or resume from it")
+
+
+def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, device=None, show_progress=True,
+              method: str = "squid", data_source: str = "", log=print, max_epochs: int | None = None) -> dict:
+    """Train a SQUID/SimSID generator and discriminator on ``split.train`` of ``ds``.
+
+    Args:
+        cfg: :class:`~cxrlib.models.squid.SquidConfig` (``squid_config`` gives the profiles).
+        ds: :class:`~cxrlib.data.CXRDataset` at ``cfg.image_size``; split: :class:`~cxrlib.data.Split`.
+        out_dir: checkpoints go here: ``last.pt`` (every epoch, full state), ``best.pt`` (best validation
+            AUROC), ``model.pt`` (the final scorer: best weights + score statistics + validation threshold).
+        resume: continue from ``out_dir/last.pt`` exactly where it stopped.
+        max_epochs: stop after this many epochs in total in this call (for tests and staged runs);
+            ``cfg.epochs`` still sets the schedule.
+
+    Returns:
+        summary dict (best epoch, validation AUROC, history, paths, minutes).
+    """
+    from .losses import discriminator_loss, generator_loss
+    from .models.discriminator import SquidDiscriminator
+    from .models.squid import SquidGenerator, to_model_range
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = get_device(device)
+    set_seed(seed)
+    gen = SquidGenerator(cfg).to(device)
+    disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size).to(device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=cfg.d_betas)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, T_max=cfg.t_max, eta_min=cfg.eta_min)
+
+    x_train = _images_tensor(ds, split.train, cfg.image_size)
+    x_val = _images_tensor(ds, split.val, cfg.image_size)
+    y_val = ds.labels[split.val]
+    if len(x_train) < cfg.batch_size:
+        raise ValueError(f"{ds.source}: {len(x_train)} training images, fewer than one batch of {cfg.batch_size}")
+    last, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    start_epoch, best, history, train_seconds = 0, {"auroc": -1.0, "epoch": -1}, [], 0.0
+
+    if resume:
+        if not last.exists():
+            raise CheckpointError(f"{last}: nothing to resume from")
+        state = torch.load(last, map_location=device, weights_only=False)
+        if state.get("method") != method or state.get("cfg") != cfg.to_dict() or state.get("seed") != seed:
+            raise CheckpointError(f"{last}: was written by another run (method/config/seed differ); "
+                                  f"use a new --out folder or the same settings")
+        gen.load_state_dict(state["gen"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sched.load_state_dict(state["sched"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        train_seconds = state.get("train_seconds", 0.0)
+        log(f"resumed from {last} at epoch {start_epoch}")
+
+    end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, max_epochs)
+    n_iter = len(x_train) // cfg.batch_size  # drop the last partial batch (BatchNorm, as the official loader)
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.time()
+        torch.manual_seed(seed * 100_003 + epoch)  # all randomness of this epoch follows from (seed, epoch)
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(x_train), generator=g)
+        gen.train()
+        disc.train()
+        sums: dict[str, float] = {}
+        bar = progress(range(n_iter), enabled=show_progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        for it in bar:
+            x01 = x_train[order[it * cfg.batch_size:(it + 1) * cfg.batch_size]]
+            x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g).to(device)
+            x = to_model_range(x01, cfg.normalize)
+            g_step = it % cfg.n_critic == 0
+            # shared forward (SimSID): one generator pass serves both steps; the official SQUID loop runs
+            # its own pass for the D step and a fresh one for the G step
+            with torch.set_grad_enabled(g_step and cfg.shared_forward):
+                out = gen(x)
+            loss_d = discriminator_loss(disc(x), disc(out["recon"].detach()), cfg.d_w)
+            _check_finite({"discriminator": loss_d}, epoch, it, last)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            terms = {"d": float(loss_d.detach())}
+            if g_step:
+                if not cfg.shared_forward:
+                    out = gen(x)
+                loss_g, g_terms = generator_loss(out, x, disc(out["recon"]), cfg)
+                _check_finite({"generator total": loss_g, **g_terms}, epoch, it, last)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                gen.update_memory()
+                terms.update({k: float(v.detach()) for k, v in g_terms.items()})
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if show_progress and it % 5 == 0:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()})
+        sched.step()
+        n_g = math.ceil(n_iter / cfg.n_critic)
+        means = {k: v / (n_iter if k == "d" else n_g) for k, v in sums.items()}
+        val_auroc = M.auroc(y_val, -discriminator_logits(gen, disc, x_val, cfg, device=device))
+        seconds = time.time() - t0
+        train_seconds += seconds
+        history.append({"epoch": epoch, "val_auroc": val_auroc, "lr": opt_g.param_groups[0]["lr"],
+                        "seconds": seconds, **means})
+        improved = val_auroc > best["auroc"]
+        if improved:
+            best = {"auroc": val_auroc, "epoch": epoch}
+            atomic_torch_save({"gen": gen.state_dict(), "disc": disc.state_dict(), "epoch": epoch}, best_path)
+        atomic_torch_save({
+            "format": FORMAT_VERSION, "method": method, "cfg": cfg.to_dict(), "seed": seed, "epoch": epoch,
+            "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(), "sched": sched.state_dict(), "best": best, "history": history,
+            "train_seconds": train_seconds, "data": data_source,
+        }, last)
+        log(f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items())
+            + f"  val AUROC {val_auroc:.3f}{' *' if improved else ''}  ({seconds:.0f} s)")
+
+    return {"best_epoch": best["epoch"], "best_val_auroc": best["auroc"], "history": history,
+            "last": str(last), "best": str(best_path), "train_minutes": train_seconds / 60,
+            "finished": end_epoch >= cfg.epochs}

@@ -1,0 +1,157 @@
+"""Training loop (exact resume, NaN guard, checkpoints) and the train/score command line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlib import data as D
+from cxrlib.__main__ import main
+from cxrlib.scoring import finalize_squid, load_scorer
+from cxrlib.train import TrainingDivergedError, fit_squid, random_affine, squid_config
+
+
+def tiny_cfg(**kw):
+    base = dict(image_size=32, base_width=4, mem_slots=10, decoder_memory_slots=10, batch_size=8, epochs=2,
+                inpaint_heads=2)
+    base.update(kw)
+    return squid_config("squid", "quick", **base)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    ds = D.load("embedded", size=32)
+    # keep it small: 40 normals to train, val/test from the split
+    split = D.development_split(ds, seed=0)
+    split.train = split.train[:40]
+    return ds, split
+
+
+def _weights(path):
+    return torch.load(path, weights_only=False)["gen"]
+
+
+def test_exact_resume(tmp_path, tiny_data):
+    ds, split = tiny_data
+    cfg = tiny_cfg()
+    fit_squid(cfg, ds, split, tmp_path / "a", seed=3, show_progress=False, log=lambda *_: None)
+    fit_squid(cfg, ds, split, tmp_path / "b", seed=3, show_progress=False, log=lambda *_: None, max_epochs=1)
+    out = fit_squid(cfg, ds, split, tmp_path / "b", seed=3, resume=True, show_progress=False, log=lambda *_: None)
+    assert out["finished"] and len(out["history"]) == 2
+    a, b = _weights(tmp_path / "a/last.pt"), _weights(tmp_path / "b/last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # the memory queue and its write pointer included
+
+
+def test_resume_refuses_another_run(tmp_path, tiny_data):
+    ds, split = tiny_data
+    fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
+    with pytest.raises(Exception, match="another run"):
+        fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=1, resume=True, show_progress=False)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
+    ds, split = tiny_data
+    cfg = tiny_cfg(epochs=2)
+    fit_squid(cfg, ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None, max_epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+    import cxrlib.losses
+
+    real = cxrlib.losses.generator_loss
+
+    def nan_teacher(*a, **k):
+        total, terms = real(*a, **k)
+        terms["teacher"] = terms["teacher"] * float("nan")
+        return total + terms["teacher"], terms
+
+    monkeypatch.setattr(cxrlib.losses, "generator_loss", nan_teacher)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, iteration 0: loss term 'generator total' is nan"):
+        fit_squid(cfg, ds, split, tmp_path, seed=0, resume=True, show_progress=False, log=lambda *_: None)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_random_affine_is_seeded_and_identity_at_zero():
+    x = torch.rand(4, 1, 32, 32)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(random_affine(x, 0.05, (0.95, 1.05), g1), random_affine(x, 0.05, (0.95, 1.05), g2))
+    assert torch.allclose(random_affine(x, 0.0, (1.0, 1.0)), x, atol=1e-5)
+
+
+def test_scorer_threshold_comes_from_validation(tmp_path, tiny_data):
+    ds, split = tiny_data
+    fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
+    path = finalize_squid(tmp_path, ds, split)
+    sc = load_scorer(path)
+    s_val = sc.score(ds.images[split.val])
+    from cxrlib.metrics import choose_threshold
+
+    assert sc.threshold == pytest.approx(choose_threshold(ds.labels[split.val], s_val))
+    # standardised with training statistics: training scores have mean ~0 and std ~1
+    # standardised with the training statistics, sign flipped (higher = more anomalous)
+    logits = sc.raw_logits(ds.images[split.train])
+    assert sc.mu == pytest.approx(float(logits.mean()), rel=1e-5)
+    assert sc.sigma == pytest.approx(float(logits.std()) + 1e-8, rel=1e-4)
+    np.testing.assert_allclose(sc.score(ds.images[:5]), -(sc.raw_logits(ds.images[:5]) - sc.mu) / sc.sigma, rtol=1e-5)
+    maps = sc.anomaly_maps(ds.images[:3])
+    assert maps.shape == (3, 32, 32) and (maps >= 0).all()
+
+
+def test_cli_train_then_score(tmp_path, capsys):
+    npz = tmp_path / "d.npz"
+    ds = D.load("embedded")
+    np.savez(npz, images=ds.images, labels=ds.labels, names=ds.names)
+    rc = main(["train", "--method", "squid", "--data", str(npz), "--profile", "quick", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0
+    rc = main(["score", "--checkpoint", str(tmp_path / "run/model.pt"), "--data", str(npz), "--split", "test",
+               "--out", str(tmp_path / "s.csv")])
+    assert rc == 0
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "name,score,label" and len(lines) == 1 + 86
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert 0 <= res["auroc"] <= 1 and "val_threshold" in res and "test-tuned" in res["test_tuned"]["rule"]
+    # unlabelled archive: scores, no metrics
+    np.savez(tmp_path / "u.npz", images=ds.images[:5])
+    assert main(["score", "--checkpoint", str(tmp_path / "run/model.pt"), "--data", str(tmp_path / "u.npz"),
+                 "--out", str(tmp_path / "u.csv")]) == 0
+    assert (tmp_path / "u.csv").read_text().splitlines()[1].endswith(",")
+
+
+@pytest.mark.parametrize("case", ["missing_checkpoint", "not_a_checkpoint", "training_state", "wrong_method",
+                                  "missing_data", "wrong_shape", "empty"])
+def test_cli_bad_input_one_line_error(tmp_path, capsys, case, tiny_data):
+    ds, split = tiny_data
+    ck = tmp_path / "model.pt"
+    data = tmp_path / "x.npz"
+    np.savez(data, images=ds.images[:4])
+    if case == "not_a_checkpoint":
+        ck.write_text("hello")
+    elif case in ("training_state", "wrong_method", "wrong_shape", "empty"):
+        fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
+        if case == "training_state":
+            ck = tmp_path / "last.pt"
+        else:
+            finalize_squid(tmp_path, ds, split)
+            if case == "wrong_method":
+                state = torch.load(ck, weights_only=False)
+                state["method"] = "wscxr"
+                torch.save(state, ck)
+            elif case == "wrong_shape":
+                np.savez(data, images=np.zeros((2, 3, 32, 32, 2), np.uint8))
+            elif case == "empty":
+                np.savez(data, images=np.zeros((0, 32, 32), np.uint8))
+    if case == "missing_data":
+        data = tmp_path / "nope.npz"
+        fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
+        finalize_squid(tmp_path, ds, split)
+    rc = main(["score", "--checkpoint", str(ck), "--data", str(data), "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0 and "--resume" in capsys.readouterr().out
