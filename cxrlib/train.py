@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import metrics as M
 from .utils import atomic_torch_save, get_device, progress, set_seed
 
-__all__ = ["TrainingDivergedError", "CheckpointError", "squid_config", "random_affine", "discriminator_logits",
+__all__ = ["TrainingDivergedError", "CheckpointError", "squid_config", "random_affine", "discriminator_logits", "train_or_load",
            "fit_squid", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -49,7 +49,7 @@ def squid_config(method: str = "squid", profile: str = "quick", **overrides):
     - ``cpu``: a reduced model that trains on the 999 development-split normals in about 15 minutes on a
       2-core CPU: 64 px images (2×2 patches of 32 px), base width 16, 100 memory slots, 25 epochs, and
       one generator forward shared by the D and G steps (SimSID's loop; speed is what buys quality here).
-    - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 3 epochs, shared forward).
+    - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 8 epochs, shared forward).
     """
     from .models.squid import preset
 
@@ -59,7 +59,7 @@ def squid_config(method: str = "squid", profile: str = "quick", **overrides):
         cfg = preset(method, image_size=64, base_width=16, mem_slots=100, decoder_memory_slots=100, epochs=25,
                      shared_forward=True)
     elif profile == "quick":
-        cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=3,
+        cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=8,
                      shared_forward=True)
     else:
         raise ValueError(f"unknown profile {profile!r}")
@@ -246,3 +246,39 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     return {"best_epoch": best["epoch"], "best_val_auroc": best["auroc"], "history": history,
             "last": str(last), "best": str(best_path), "train_minutes": train_seconds / 60,
             "finished": end_epoch >= cfg.epochs}
+
+
+def train_or_load(method: str = "squid", profile: str = "quick", data=None, out_dir=None, seed: int = 0,
+                  show_progress: bool = True, log=print):
+    """The notebooks' entry point: train ``method`` under ``profile`` on the development split of ``data``
+    (default: the profile's data), or reuse the finished run in ``out_dir`` if its configuration matches.
+    An interrupted run is resumed.
+
+    Returns:
+        ``(scorer, ds, split, history)``: the :class:`~cxrlib.scoring.SquidScorer`, the dataset at the model's
+        size, the :class:`~cxrlib.data.Split` and the per-epoch history (list of dicts).
+    """
+    from . import data as D
+    from .scoring import finalize_squid, load_scorer
+    from .utils import repo_root
+
+    cfg = squid_config(method, profile)
+    source = D.resolve_data(profile, data)
+    ds = D.load(source, size=cfg.image_size)
+    split = D.unsupervised_protocol(ds, seed=0)
+    out_dir = Path(out_dir or repo_root() / "runs" / profile / f"{method}_s{seed}")
+    model = out_dir / "model.pt"
+    if model.exists():
+        ck = torch.load(model, map_location="cpu", weights_only=False)
+        if ck.get("cfg") == cfg.to_dict() and ck.get("seed") == seed and ck.get("data") == str(source):
+            log(f"reusing the trained model in {out_dir}")
+            return load_scorer(model), ds, split, ck["history"]
+        log(f"{model} was trained with other settings: training again")
+        for f in ("model.pt", "last.pt", "best.pt"):
+            (out_dir / f).unlink(missing_ok=True)
+    resume = (out_dir / "last.pt").exists()
+    fit_squid(cfg, ds, split, out_dir, seed=seed, resume=resume, show_progress=show_progress, method=method,
+              data_source=str(source), log=log)
+    finalize_squid(out_dir, ds, split, method=method)
+    scorer = load_scorer(model)
+    return scorer, ds, split, torch.load(model, map_location="cpu", weights_only=False)["history"]
