@@ -18,29 +18,16 @@ from pathlib import Path
 
 from .utils import PROFILES
 
-METHODS = ("squid", "simsid")
 
 
 def _train(args) -> int:
-    from . import data as D
-    from .scoring import finalize_squid
-    from .train import fit_squid, squid_config
+    from .methods import method_module
 
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    cfg = squid_config(args.method, args.profile, **overrides)
-    source = D.resolve_data(args.profile, args.data)
-    ds = D.load(source, size=cfg.image_size)
-    split = D.unsupervised_protocol(ds, seed=args.split_seed)
-    print(f"data {source}: {len(ds)} images at {cfg.image_size} px; split (normal, abnormal): "
-          f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
-    summary = fit_squid(cfg, ds, split, args.out, seed=args.seed, resume=args.resume, device=args.device,
-                        show_progress=not args.no_progress, method=args.method, data_source=str(source))
-    if not summary["finished"]:
+    path = method_module(args.method).train_from_args(args)
+    if path is None:
         print("stopped before the last epoch; run again with --resume")
-        return 0
-    path = finalize_squid(args.out, ds, split, method=args.method, device=args.device)
-    print(f"best epoch {summary['best_epoch'] + 1} (validation AUROC {summary['best_val_auroc']:.3f}); "
-          f"{summary['train_minutes']:.1f} min of training; scorer written to {path}")
+    else:
+        print(f"scorer written to {path}")
     return 0
 
 
@@ -57,8 +44,8 @@ def _score(args) -> int:
     scorer = load_scorer(args.checkpoint, device=args.device)
     ds = D.load(args.data, size=scorer.image_size)
     if args.split != "all":
-        seed = scorer.meta.get("split_seed", 0) if hasattr(scorer, "meta") else 0
-        split = D.unsupervised_protocol(ds, seed=seed)
+        # val and test are the development split's, the same under every training protocol
+        split = D.development_split(ds, seed=scorer.meta.get("split_seed", 0))
         ds = ds.subset(getattr(split, args.split))
     if len(ds) == 0:
         raise D.DataError(f"{args.data}: no images to score")
@@ -91,13 +78,18 @@ def _reproduce(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``method`` the ``train`` command also takes that method's own options."""
+    from .methods import available_methods, method_module
+
+    methods = available_methods()
     ap = argparse.ArgumentParser(prog="python -m cxrlib", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method on the development split of --data")
-    t.add_argument("--method", choices=METHODS, default="squid")
+    t.add_argument("--method", choices=methods, default="squid",
+                   help="method; `train --method M --help` lists M's own options")
     t.add_argument("--data", default=None, help="npz, folder tree, 'embedded' (default for --profile quick)")
     t.add_argument("--profile", choices=PROFILES, default="quick")
     t.add_argument("--seed", type=int, default=0, help="training seed")
@@ -107,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     t.add_argument("--no-progress", action="store_true")
+    if method in methods and hasattr(method_module(method), "add_train_arguments"):
+        method_module(method).add_train_arguments(t.add_argument_group(f"{method} options"))
     t.set_defaults(func=_train)
 
     s = sub.add_parser("score", help="score images with a trained model.pt")
@@ -128,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    method = None
+    if argv[:1] == ["train"]:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--method", default="squid")
+        method = pre.parse_known_args(argv[1:])[0].method
+    args = build_parser(method).parse_args(argv)
     from .data import DataError
     from .train import CheckpointError, TrainingDivergedError
 

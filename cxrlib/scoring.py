@@ -118,6 +118,37 @@ def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: st
     return path
 
 
+def train_from_args(args) -> Path:
+    """``python -m cxrlib train --method squid|simsid``: see :mod:`cxrlib.methods` for the contract."""
+    from . import data as D
+    from .train import fit_squid, squid_config
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    cfg = squid_config(args.method, args.profile, **overrides)
+    source = D.resolve_data(args.profile, args.data)
+    ds = D.load(source, size=cfg.image_size)
+    split = D.unsupervised_protocol(ds, seed=args.split_seed)
+    print(f"data {source}: {len(ds)} images at {cfg.image_size} px; split (normal, abnormal): "
+          f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
+    summary = fit_squid(cfg, ds, split, args.out, seed=args.seed, resume=args.resume, device=args.device,
+                        show_progress=not args.no_progress, method=args.method, data_source=str(source))
+    if not summary["finished"]:
+        return None
+    print(f"best epoch {summary['best_epoch'] + 1} (validation AUROC {summary['best_val_auroc']:.3f}); "
+          f"{summary['train_minutes']:.1f} min of training")
+    return finalize_squid(args.out, ds, split, method=args.method, device=args.device)
+
+
+def scorer_from_checkpoint(ck: dict, path, device) -> SquidScorer:
+    """The :class:`SquidScorer` of a loaded SQUID/SimSID ``model.pt`` dict."""
+    cfg, gen, disc = _build_squid(ck["cfg"], device)
+    gen.load_state_dict(ck["gen"])
+    disc.load_state_dict(ck["disc"])
+    meta = {k: ck[k] for k in ("seed", "best_epoch", "val_metrics", "threshold_rule", "data", "train_seconds",
+                               "split_seed") if k in ck}
+    return SquidScorer(ck["method"], cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device)
+
+
 def load_scorer(path, device=None):
     """Load a ``model.pt`` written by ``python -m cxrlib train`` and return its method's scorer.
 
@@ -142,12 +173,10 @@ def load_scorer(path, device=None):
         raise CheckpointError(f"{path}: checkpoint format {ck.get('format')} is not {FORMAT_VERSION}")
     if "threshold" not in ck:
         raise CheckpointError(f"{path}: a training-state checkpoint, not a scoring one; score model.pt")
-    method = ck["method"]
-    if method in SQUID_FAMILY:
-        cfg, gen, disc = _build_squid(ck["cfg"], device)
-        gen.load_state_dict(ck["gen"])
-        disc.load_state_dict(ck["disc"])
-        meta = {k: ck[k] for k in ("seed", "best_epoch", "val_metrics", "threshold_rule", "data", "train_seconds")
-                if k in ck}
-        return SquidScorer(method, cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device)
-    raise CheckpointError(f"{path}: method {method!r} has no scorer in this version of cxrlib")
+    from .methods import method_module
+
+    try:
+        module = method_module(ck["method"])
+    except KeyError:
+        raise CheckpointError(f"{path}: method {ck['method']!r} has no scorer in this version of cxrlib") from None
+    return module.scorer_from_checkpoint(ck, path, device)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import metrics as M
 from .utils import atomic_torch_save, get_device, progress, set_seed
 
-__all__ = ["TrainingDivergedError", "CheckpointError", "squid_config", "random_affine", "discriminator_logits", "train_or_load",
+__all__ = ["TrainingDivergedError", "CheckpointError", "squid_config", "random_affine", "discriminator_logits", "train_or_load", "train_step",
            "fit_squid", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -119,14 +119,46 @@ def discriminator_logits(gen, disc, x01: torch.Tensor, cfg, batch_size: int = 64
     return (logits, torch.cat(recons)) if return_recon else logits
 
 
-def _check_finite(terms: dict, epoch: int, it: int, ckpt: Path):
+def _check_finite(terms: dict, where: str, ckpt: Path | None):
     for name, v in terms.items():
         v = float(v.detach()) if hasattr(v, "detach") else float(v)
         if not math.isfinite(v):
+            kept = ckpt if ckpt is not None and ckpt.exists() else "(none yet)"
             raise TrainingDivergedError(
-                f"epoch {epoch + 1}, iteration {it}: loss term '{name}' is {v}; training stopped. The last good "
-                f"checkpoint is {ckpt if ckpt.exists() else '(none yet)'}; lower the learning rate or resume from it")
+                f"{where}: loss term '{name}' is {v}; training stopped. The last good checkpoint is {kept}; "
+                f"lower the learning rate or resume from it")
 
+
+def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", ckpt: Path | None = None) -> dict:
+    """One SQUID/SimSID iteration on a batch ``x`` (``(B, 1, S, S)``, already in the model's range).
+
+    D step always; G step (and the memory-queue update) when ``g_step``. With ``cfg.shared_forward`` one
+    generator forward serves both (SimSID); otherwise the D step runs its own forward without a graph and the
+    G step a fresh one (official SQUID). Returns the loss terms as floats. Raises
+    :class:`TrainingDivergedError` on a non-finite term, before any optimiser step with it.
+    """
+    from .losses import discriminator_loss, generator_loss
+
+    # on iterations without a G step no graph is kept through the generator (no wasted backward memory)
+    with torch.set_grad_enabled(g_step and cfg.shared_forward):
+        out = gen(x)
+    loss_d = discriminator_loss(disc(x), disc(out["recon"].detach()), cfg.d_w)
+    _check_finite({"discriminator": loss_d}, where, ckpt)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    terms = {"d": float(loss_d.detach())}
+    if g_step:
+        if not cfg.shared_forward:
+            out = gen(x)
+        loss_g, g_terms = generator_loss(out, x, disc(out["recon"]), cfg)
+        _check_finite({"generator total": loss_g, **g_terms}, where, ckpt)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        gen.update_memory()
+        terms.update({k: float(v.detach()) for k, v in g_terms.items()})
+    return terms
 
 def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, device=None, show_progress=True,
               method: str = "squid", data_source: str = "", log=print, max_epochs: int | None = None) -> dict:
@@ -144,7 +176,6 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     Returns:
         summary dict (best epoch, validation AUROC, history, paths, minutes).
     """
-    from .losses import discriminator_loss, generator_loss
     from .models.discriminator import SquidDiscriminator
     from .models.squid import SquidGenerator, to_model_range
 
@@ -197,27 +228,8 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
             x01 = x_train[order[it * cfg.batch_size:(it + 1) * cfg.batch_size]]
             x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g).to(device)
             x = to_model_range(x01, cfg.normalize)
-            g_step = it % cfg.n_critic == 0
-            # shared forward (SimSID): one generator pass serves both steps; the official SQUID loop runs
-            # its own pass for the D step and a fresh one for the G step
-            with torch.set_grad_enabled(g_step and cfg.shared_forward):
-                out = gen(x)
-            loss_d = discriminator_loss(disc(x), disc(out["recon"].detach()), cfg.d_w)
-            _check_finite({"discriminator": loss_d}, epoch, it, last)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            terms = {"d": float(loss_d.detach())}
-            if g_step:
-                if not cfg.shared_forward:
-                    out = gen(x)
-                loss_g, g_terms = generator_loss(out, x, disc(out["recon"]), cfg)
-                _check_finite({"generator total": loss_g, **g_terms}, epoch, it, last)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                gen.update_memory()
-                terms.update({k: float(v.detach()) for k, v in g_terms.items()})
+            terms = train_step(gen, disc, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0,
+                               where=f"epoch {epoch + 1}, iteration {it}", ckpt=last)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             if show_progress and it % 5 == 0:

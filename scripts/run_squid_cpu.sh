@@ -13,7 +13,7 @@ for SEED in 0 1 2; do
     if [ ! -f $RUN/model.pt ]; then
         RESUME=""; [ -f $RUN/last.pt ] && RESUME="--resume"
         /usr/bin/time -v $PY -m cxrlib train --method $METHOD --profile cpu --data "$DATA" --seed $SEED --out $RUN --no-progress $RESUME \
-            > $RUN.log 2>&1 || { mkdir -p $RUN; tail -5 $RUN.log; exit 1; }
+            >> $RUN.log 2>&1 || { mkdir -p $RUN; tail -5 $RUN.log; exit 1; }
     fi
     $PY -m cxrlib score --checkpoint $RUN/model.pt --data "$DATA" --split test --out results/${METHOD}_cpu/dev_test_s${SEED}.csv
 done
