@@ -119,13 +119,26 @@ class InpaintBlock(nn.Module):
         Returns:
             ``(B * P, C, h, w)``.
         """
+        return self._run(x, trace=False)
+
+    def trace(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The forward pass with its intermediate steps, for teaching and inspection (no side effects
+        on the memory queue in eval mode).
+
+        Returns a dict: ``query`` ``(B*P, D)`` (the reduced encoder feature), ``attention`` ``(B*P, S)``
+        (top-k addressing weights on the bank of each patch's position), ``read`` ``(B*P, D)`` (the
+        memory read), ``context`` ``(B*P, 8, D)`` (the neighbours' reads), ``out`` ``(B*P, C, h, w)``.
+        """
+        return self._run(x, trace=True)
+
+    def _run(self, x: torch.Tensor, trace: bool):
         n_rows, _, h, w = x.shape
         P, dim = self.n_positions, self.dim
         batch = n_rows // P
 
         reduced = self.reduce(x)  # (B*P, C/4, h, w)
         query = reduced.flatten(1)  # (B*P, D)
-        read = self.memory(query)  # (B*P, D)
+        read, attention = self.memory(query, return_attention=True)  # (B*P, D), (B*P, S)
 
         # the appended zero row stands in for neighbours outside the grid (official zero padding)
         padded = torch.cat([read.view(batch, P, dim), read.new_zeros(batch, 1, dim)], dim=1)
@@ -141,6 +154,8 @@ class InpaintBlock(nn.Module):
         if self.training and self.mask_ratio < 1.0:
             keep = torch.bernoulli(torch.full((n_rows, 1, h, w), self.mask_ratio, device=x.device, dtype=x.dtype))
             out = keep * out + (1.0 - keep) * x
+        if trace:
+            return {"query": query, "attention": attention, "read": read, "context": context, "out": out}
         return out
 
     def update_memory(self) -> None:

@@ -49,7 +49,7 @@ def squid_config(method: str = "squid", profile: str = "quick", **overrides):
     - ``cpu``: a reduced model that trains on the 999 development-split normals in about 15 minutes on a
       2-core CPU: 64 px images (2×2 patches of 32 px), base width 16, 100 memory slots, 25 epochs, and
       one generator forward shared by the D and G steps (SimSID's loop; speed is what buys quality here).
-    - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 8 epochs, shared forward).
+    - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 12 epochs, shared forward).
     """
     from .models.squid import preset
 
@@ -59,7 +59,7 @@ def squid_config(method: str = "squid", profile: str = "quick", **overrides):
         cfg = preset(method, image_size=64, base_width=16, mem_slots=100, decoder_memory_slots=100, epochs=25,
                      shared_forward=True)
     elif profile == "quick":
-        cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=8,
+        cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=12,
                      shared_forward=True)
     else:
         raise ValueError(f"unknown profile {profile!r}")

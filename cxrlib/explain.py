@@ -1,0 +1,63 @@
+"""Grad-CAM of the SQUID-family score: where in the image the discriminator finds its evidence.
+
+The score of SQUID / SimSID / CRTSC is ``-(D(G(x)) - mu) / sigma`` (:class:`cxrlib.scoring.SquidScorer`).
+Grad-CAM (Selvaraju et al., ICCV 2017, Eq. 1–2) weights each channel ``k`` of a convolutional activation
+``A^k`` of the discriminator by the spatial mean of the score's gradient, ``alpha_k = mean_ij dS/dA^k_ij``,
+and keeps ``ReLU(sum_k alpha_k A^k)``, upsampled to the image. The computation is ``pytorch_grad_cam``'s;
+the tests check it against that formula written out by hand.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ScoreModel", "discriminator_cam_layer", "discriminator_gradcam"]
+
+
+class ScoreModel(nn.Module):
+    """``x01`` ``(B, 1, S, S)`` in [0, 1] -> the anomaly direction ``-D(G(x))`` ``(B, 1)`` (monotone in the score)."""
+
+    def __init__(self, scorer):
+        super().__init__()
+        self.gen, self.disc, self.normalize = scorer.gen.eval(), scorer.disc.eval(), scorer.cfg.normalize
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        from .models.squid import to_model_range
+
+        return -self.disc(self.gen(to_model_range(x01, self.normalize), with_teacher=False)["recon"])
+
+
+def discriminator_cam_layer(disc: nn.Module, min_side: int = 8) -> nn.Conv2d:
+    """The last convolution of ``disc.features`` whose output is at least ``min_side`` pixels wide
+    (the final 2×2 or 4×4 map is too coarse to localise anything)."""
+    convs, side = [], disc.image_size
+    for m in disc.features:
+        if isinstance(m, nn.Conv2d):
+            side = (side - 1) // 2 + 1
+            convs.append((m, side))
+    fine = [m for m, s in convs if s >= min_side]
+    return fine[-1] if fine else convs[0][0]
+
+
+def discriminator_gradcam(scorer, images, layer: nn.Module | None = None, batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM maps of the anomaly score, ``(N, S, S)`` in [0, 1] (per image min-max, as pytorch_grad_cam).
+
+    Args:
+        scorer: a SQUID-family scorer (``gen``, ``disc``, ``cfg``, ``_x01``).
+        images: uint8 ``(N, S, S)`` or float ``(N, 1, S, S)`` in [0, 1].
+        layer: the discriminator layer to explain (default :func:`discriminator_cam_layer`).
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = ScoreModel(scorer)
+    layer = layer if layer is not None else discriminator_cam_layer(scorer.disc)
+    x = scorer._x01(images)
+    device = next(model.parameters()).device
+    maps = []
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device)
+            maps.append(cam(input_tensor=xb, targets=[ClassifierOutputTarget(0)] * len(xb)))
+    return np.concatenate(maps)
