@@ -1,0 +1,227 @@
+"""DDAD-ASR with the full official recipe on the development split, through the command line only.
+
+For every configuration it runs ``python -m cxrlib train --method ddad ...`` (250 epochs per network, batch 64,
+Adam 5e-4; ASR-Net 100 epochs), then, for every score kind, ``train ... --score KIND --resume`` (which only
+re-finalises the finished run: same weights, that kind's validation threshold) and
+``python -m cxrlib score ... --split test``, and appends one row per score kind to ``results/ddad_full.csv``:
+development-test AUROC/AP, ACC/F1 at the validation threshold (and the test-tuned ones, labelled), training and
+wall-clock minutes, the command and the git commit. Only finished, scored runs become rows.
+
+Resumable: finished (configuration, score) rows are skipped; an interrupted training run continues with
+``--resume`` from its last network checkpoint. Logs go to ``runs/ddad_full/<tag>.log``.
+
+Configurations:
+
+* semi-supervised (DDAD's protocol; pool of 700 at anomaly rate 0.6): AE seeds 0, 1, 2; MemAE seed 0; AE-U seed 0;
+* ``--weak``: WSCXR Table I's comparison, DDAD given K = 2, 4, 8, 16 pneumonia images as the unlabelled set
+  (``--n-unlabelled K --anomaly-rate 1``), AE, seed 0 (``--weak-seeds`` for more).
+
+Usage::
+
+    python scripts/run_ddad_full.py --data PATH/zhanglab128_train.npz [--jobs 2] [--threads 1] [--weak]
+    python scripts/run_ddad_full.py --figure-only
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCORES = ("rec", "intra", "inter", "asr")
+FIELDS = ["protocol", "backbone", "score", "seed", "n_unlabelled", "anomaly_rate", "auroc", "ap", "acc_val_threshold",
+          "f1_val_threshold", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "wall_minutes",
+          "threads", "command", "git_commit", "finished_at"]
+LOCK = threading.Lock()
+
+
+def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict]:
+    runs = [dict(protocol="semi", backbone=b, seed=s, n_unlabelled=n_unlabelled, anomaly_rate=0.6)
+            for b, s in (("ae", 0), ("ae", 1), ("ae", 2), ("memae", 0), ("aeu", 0))]
+    if weak:
+        runs += [dict(protocol=f"weak_k{k}", backbone="ae", seed=s, n_unlabelled=k, anomaly_rate=1.0)
+                 for k in (2, 4, 8, 16) for s in weak_seeds]
+    for r in runs:
+        r["tag"] = f"{r['protocol']}_{r['backbone']}_s{r['seed']}"
+    return runs
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "cxrlib"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def done_rows(csv_path: Path) -> set:
+    if not csv_path.exists():
+        return set()
+    with open(csv_path, newline="") as f:
+        return {(r["protocol"], r["backbone"], r["seed"], r["score"]) for r in csv.DictReader(f)}
+
+
+def append_row(csv_path: Path, row: dict) -> None:
+    with LOCK:
+        new = not csv_path.exists()
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        f.write(f"\n$ {shlex.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise RuntimeError(f"command failed ({rc}), see {log}: {shlex.join(cmd)}")
+
+
+def run_configuration(r: dict, args, csv_path: Path) -> None:
+    finished = done_rows(csv_path)
+    todo = [k for k in SCORES if (r["protocol"], r["backbone"], str(r["seed"]), k) not in finished]
+    if not todo:
+        print(f"[{r['tag']}] all scores done, skipped", flush=True)
+        return
+    run_dir = ROOT / args.runs_dir / r["tag"]
+    log = ROOT / args.runs_dir / f"{r['tag']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    train = [py, "-m", "cxrlib", "train", "--method", "ddad", "--profile", args.profile, "--data", args.data,
+             "--seed", str(r["seed"]), "--backbone", r["backbone"], "--n-unlabelled", str(r["n_unlabelled"]),
+             "--anomaly-rate", str(r["anomaly_rate"]), "--out", str(run_dir.relative_to(ROOT)), "--no-progress",
+             "--threads", str(args.threads), *shlex.split(args.extra)]
+    wall_file = run_dir / "wall_seconds.json"
+    if not (run_dir / "model.pt").exists():
+        resume = ["--resume"] if (run_dir / "udm0.pt").exists() else []
+        print(f"[{r['tag']}] training{' (resumed)' if resume else ''}; log {log}", flush=True)
+        t0 = time.time()
+        try:
+            run(train + resume, log)
+        finally:
+            prev = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
+            run_dir.mkdir(parents=True, exist_ok=True)
+            wall_file.write_text(json.dumps({"seconds": prev + time.time() - t0}))
+        if not (run_dir / "model.pt").exists():
+            raise RuntimeError(f"[{r['tag']}] training stopped before the end; see {log}")
+    wall_minutes = json.loads(wall_file.read_text())["seconds"] / 60 if wall_file.exists() else float("nan")
+    out_dir = ROOT / "results" / "ddad_full"
+    for kind in todo:
+        run(train + ["--score", kind, "--resume"], log)  # re-finalise: same weights, this kind's threshold
+        out_csv = out_dir / f"{r['tag']}_{kind}.csv"
+        score = [py, "-m", "cxrlib", "score", "--checkpoint", str((run_dir / "model.pt").relative_to(ROOT)),
+                 "--data", args.data, "--split", "test", "--out", str(out_csv.relative_to(ROOT))]
+        run(score, log)
+        res = json.loads(out_csv.with_suffix(".json").read_text())
+        import torch
+
+        ck = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
+        command = shlex.join(["python"] + train[1:] + ["--score", kind]) + " && " + shlex.join(["python"] + score[1:])
+        append_row(csv_path, {
+            "protocol": r["protocol"], "backbone": r["backbone"], "score": kind, "seed": r["seed"],
+            "n_unlabelled": r["n_unlabelled"], "anomaly_rate": r["anomaly_rate"],
+            "auroc": f"{res['auroc']:.4f}", "ap": f"{res['ap']:.4f}",
+            "acc_val_threshold": f"{res['val_threshold']['acc']:.4f}",
+            "f1_val_threshold": f"{res['val_threshold']['f1']:.4f}",
+            "acc_test_tuned": f"{res['test_tuned']['acc']:.4f}", "f1_test_tuned": f"{res['test_tuned']['f1']:.4f}",
+            "val_auroc": f"{ck['val_metrics'][kind]['auroc']:.4f}",
+            "train_minutes": f"{ck['train_seconds'] / 60:.1f}", "wall_minutes": f"{wall_minutes:.1f}",
+            "threads": args.threads, "command": command, "git_commit": git_commit(),
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        })
+        print(f"[{r['tag']}] {kind}: dev-test AUROC {res['auroc']:.4f} AP {res['ap']:.4f}", flush=True)
+
+
+def figure(csv_path: Path, fig_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if not csv_path.exists():
+        print("no results yet: no figure")
+        return
+    df = pd.read_csv(csv_path)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+    groups = list(dict.fromkeys(zip(df.protocol, df.backbone)))
+    width = 0.8 / max(len(groups), 1)
+    for gi, (prot, bb) in enumerate(groups):
+        d = df[(df.protocol == prot) & (df.backbone == bb)]
+        stats = d.groupby("score").auroc.agg(["mean", "std", "count"]).reindex(SCORES)
+        xs = [i + (gi - (len(groups) - 1) / 2) * width for i in range(len(SCORES))]
+        a.bar(xs, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=3,
+              label=f"{bb} ({prot}, n={int(stats['count'].max()) if stats['count'].notna().any() else 0})")
+    a.set_xticks(range(len(SCORES)), SCORES)
+    a.set_ylim(0.4, 1.0)
+    a.axhline(0.5, color="grey", lw=0.8, ls=":")
+    a.set_ylabel("development-test AUROC")
+    a.set_title("DDAD-ASR, full recipe on CPU")
+    a.legend(fontsize=8)
+    runs = df.drop_duplicates(["protocol", "backbone", "seed"])
+    b.barh([f"{p} {bb} s{s}" for p, bb, s in zip(runs.protocol, runs.backbone, runs.seed)], runs.wall_minutes / 60)
+    b.set_xlabel("wall-clock hours per run (7 networks)")
+    b.invert_yaxis()
+    fig.tight_layout()
+    fig_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fig_path, dpi=120)
+    plt.close(fig)
+    print(f"figure -> {fig_path}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="zhanglab128_train.npz (or any source the data layer reads)")
+    ap.add_argument("--csv", default="results/ddad_full.csv")
+    ap.add_argument("--figure", default="results/ddad_full.png")
+    ap.add_argument("--runs-dir", default="runs/ddad_full")
+    ap.add_argument("--jobs", type=int, default=1, help="configurations trained at once (2 on a free 2-core CPU)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    ap.add_argument("--weak", action="store_true", help="also WSCXR Table I's K = 2, 4, 8, 16 protocol")
+    ap.add_argument("--weak-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--only", nargs="*", help="tags to run, e.g. semi_ae_s0")
+    ap.add_argument("--profile", default="cpu", help="cpu = full = the official recipe; quick only for a smoke test")
+    ap.add_argument("--n-unlabelled", type=int, default=700, help="pool size of the semi-supervised runs")
+    ap.add_argument("--extra", default="", help="more train options (smoke tests only, e.g. '--epochs 1')")
+    ap.add_argument("--figure-only", action="store_true")
+    args = ap.parse_args()
+    csv_path, fig_path = ROOT / args.csv, ROOT / args.figure
+    if args.figure_only:
+        figure(csv_path, fig_path)
+        return 0
+    if not args.data:
+        ap.error("--data is required")
+    runs = [r for r in configurations(args.weak, args.weak_seeds, args.n_unlabelled) if not args.only or r["tag"] in args.only]
+    print(f"{len(runs)} configurations, {args.jobs} at a time, {args.threads} thread(s) each; rows -> {csv_path}",
+          flush=True)
+    failures = []
+
+    def one(r):
+        try:
+            run_configuration(r, args, csv_path)
+            figure(csv_path, fig_path)
+        except Exception as e:  # keep the other configurations going; report at the end
+            failures.append(f"{r['tag']}: {e}")
+            print(f"[{r['tag']}] FAILED: {e}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, runs))
+    for f in failures:
+        print("failed:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
