@@ -60,7 +60,8 @@ def _score(args) -> int:
     if (ds.labels >= 0).all() and len(np.unique(ds.labels)) == 2:
         res = M.evaluate(ds.labels, scores, val_threshold=scorer.threshold)
         res.update({"checkpoint": str(args.checkpoint), "method": scorer.method, "data": str(args.data),
-                    "split": args.split})
+                    "split": args.split, "seconds": seconds, "images_per_second": len(ds) / max(seconds, 1e-9),
+                    "checkpoint_val_auroc": (scorer.meta.get("val_metrics") or {}).get("auroc", "")})
         atomic_write_json(res, out.with_suffix(".json"))
         v, t = res["val_threshold"], res["test_tuned"]
         print(f"AUROC {res['auroc']:.4f}  AP {res['ap']:.4f}  |  validation threshold: ACC {v['acc']:.4f} "
@@ -68,6 +69,33 @@ def _score(args) -> int:
               f"(oracle, papers' protocol): ACC {t['acc']:.4f} F1 {t['f1']:.4f}  -> {out.with_suffix('.json')}")
     else:
         print("labels unknown or one class only: scores written, no metrics")
+    return 0
+
+
+def _benchmark(args) -> int:
+    from . import benchmark as B
+    from . import data as D
+    from .methods import available_methods
+    from .utils import repo_root
+
+    data = D.resolve_data(args.profile, args.data)
+    out = Path(args.out or repo_root() / "results" / args.profile / "metrics.csv")
+    rows = B.read_rows(out)
+    methods = args.methods or [m for m in B.VARIANTS if m in available_methods()]
+    for method in methods:
+        if method not in B.VARIANTS or method not in available_methods():
+            raise ValueError(f"unknown method {method!r}; the table knows {', '.join(B.VARIANTS)}")
+        for variant in B.VARIANTS[method]:
+            for split_seed in args.split_seeds:
+                for seed in args.seeds:
+                    row = B.run_row(method, variant, args.profile, data, seed, split_seed,
+                                    scores_dir=out.parent / "scores")
+                    rows = B.upsert(rows, row)
+                    B.write_rows(out, rows)
+                    print(f"  AUROC {row['auroc']:.3f}  AP {row['ap']:.3f}  ACC {row['acc']:.3f}  F1 {row['f1']:.3f} "
+                          f"(validation threshold)  {row['train_minutes']:.1f} min")
+    print(B.summary_markdown(B.summarize(rows)))
+    print(f"rows in {out}")
     return 0
 
 
@@ -112,6 +140,15 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.set_defaults(func=_score)
 
+    b = sub.add_parser("benchmark", help="train and score every method on one split: results/<profile>/metrics.csv")
+    b.add_argument("--profile", choices=PROFILES, default="quick")
+    b.add_argument("--data", default=None, help="default: the profile's data")
+    b.add_argument("--methods", nargs="*", default=None, help="default: every method the table knows")
+    b.add_argument("--seeds", nargs="*", type=int, default=[0])
+    b.add_argument("--split-seeds", nargs="*", type=int, default=[0])
+    b.add_argument("--out", default=None, help="CSV (default results/<profile>/metrics.csv); rows are updated")
+    b.set_defaults(func=_benchmark)
+
     r = sub.add_parser("reproduce", help="re-run every numbered notebook with papermill")
     r.add_argument("--profile", choices=PROFILES, default="quick")
     r.add_argument("--data", default=None)
@@ -129,12 +166,13 @@ def main(argv=None) -> int:
         pre.add_argument("--method", default="squid")
         method = pre.parse_known_args(argv[1:])[0].method
     args = build_parser(method).parse_args(argv)
+    from .benchmark import CommandError
     from .data import DataError
     from .train import CheckpointError, TrainingDivergedError
 
     try:
         return args.func(args)
-    except (DataError, CheckpointError, TrainingDivergedError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, TrainingDivergedError, FileNotFoundError, ValueError, CommandError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

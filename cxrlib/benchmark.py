@@ -1,0 +1,296 @@
+"""One results table for every method: train and score each on the same development split, with the same
+seeds and the same scorer, and collect one CSV row per (method, variant, seed, split seed).
+
+Each row runs the command line twice in a fresh subprocess, exactly as a user would::
+
+    python -m cxrlib train --method M --profile P --data D --seed S --split-seed K --out RUN [variant args]
+    python -m cxrlib score --checkpoint RUN/model.pt --data D --split test --out RUN/test_scores.csv
+
+so the CSV holds what the commands produce (the row stores both commands and the git commit), and the
+child's own peak resident memory is read with ``os.wait4``. A finished run (``RUN/model.pt`` and its
+``bench_train.json``) is reused, not retrained; rows already in the CSV with the same key and commit are kept.
+
+Localisation (:func:`localisation_row`) trains a method on the normal phantoms of :func:`cxrlib.data.make_phantoms`
+and scores its anomaly maps against the lesion masks: pixel AUROC and best Dice (threshold sweep).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .utils import atomic_write_bytes, atomic_write_json, repo_root
+
+__all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "run_command", "run_row", "read_rows", "write_rows", "summarize",
+           "summary_markdown", "localisation_row", "git_commit"]
+
+class CommandError(RuntimeError):
+    """A ``python -m cxrlib`` child process failed."""
+
+
+#: the schema of ``results/<profile>/metrics.csv``
+METRICS_COLUMNS = [
+    "method", "variant", "seed", "split_seed", "data", "profile", "auroc", "ap", "acc", "f1", "sensitivity",
+    "specificity", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "infer_images_per_s",
+    "peak_train_gib", "peak_infer_gib", "pixel_auroc", "best_dice", "train_command", "score_command", "commit",
+]
+
+#: method -> {variant name: extra ``train`` arguments}; the variants the results table compares
+VARIANTS: dict[str, dict[str, list[str]]] = {
+    "squid": {"official": []},
+    "simsid": {"official": []},
+    "crtsc": {"CRM+TSCC+KL": []},
+    "patchcore": {"default": []},
+    "wscxr": {"K=16": ["--k", "16"]},
+    "ddad": {"AE, ASR": ["--backbone", "ae", "--score", "asr"]},
+}
+
+
+def git_commit(root: Path | None = None) -> str:
+    """Short hash of HEAD (``+dirty`` when tracked files differ), or ``unknown`` outside git."""
+    root = root or repo_root()
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "cxrlib"], cwd=root).returncode != 0
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_command(argv: list[str], log_path: Path | None = None) -> tuple[float, float]:
+    """Run ``python -m cxrlib *argv`` in a fresh process; returns ``(seconds, peak_rss_gib)`` of that child.
+
+    Raises:
+        CommandError: the command failed; the message holds its last output lines.
+    """
+    cmd = [sys.executable, "-m", "cxrlib", *argv]
+    out = open(log_path, "ab") if log_path else subprocess.PIPE
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=repo_root())
+    captured = b""
+    if out is subprocess.PIPE:
+        captured = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.time() - t0
+    if log_path:
+        out.close()
+        captured = Path(log_path).read_bytes()[-4000:]
+    if proc.returncode != 0:
+        tail = "\n".join(captured.decode(errors="replace").splitlines()[-8:])
+        raise CommandError(f"`{shlex.join(cmd[1:])}` failed (exit {proc.returncode}):\n{tail}")
+    # ru_maxrss is in KiB on Linux
+    return seconds, usage.ru_maxrss / 2 ** 20
+
+
+def run_dir(out_root: Path, method: str, variant: str, seed: int, split_seed: int) -> Path:
+    # the default variant on split 0 shares the folder of cxrlib.train.train_or_load (runs/<profile>/<method>_s<seed>),
+    # so a model trained by a notebook is reused here and vice versa
+    if variant == next(iter(VARIANTS[method])) and split_seed == 0:
+        return out_root / f"{method}_s{seed}"
+    tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"
+    return out_root / f"{method}_{tag}_s{seed}_split{split_seed}"
+
+
+def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_seed: int) -> Path:
+    """Where :func:`run_row` copies a row's per-image test scores (``name,score,label``)."""
+    tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"
+    return Path(scores_dir) / f"{method}_{tag}_s{seed}_split{split_seed}.csv"
+
+
+def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, split_seed: int = 0,
+            out_root: Path | None = None, scores_dir: Path | None = None, log=print) -> dict:
+    """Train (or reuse) and score one configuration; return its CSV row (see :data:`METRICS_COLUMNS`).
+
+    The per-image development-test scores are copied to ``scores_dir`` (see :func:`scores_path`) when given."""
+    extra = VARIANTS[method][variant]
+    out_root = Path(out_root or repo_root() / "runs" / profile)
+    run = run_dir(out_root, method, variant, seed, split_seed)
+    run.mkdir(parents=True, exist_ok=True)
+    train_argv = ["train", "--method", method, "--profile", profile, "--data", str(data), "--seed", str(seed),
+                  "--split-seed", str(split_seed), "--out", str(run), "--no-progress", *extra]
+    command = "python -m cxrlib " + shlex.join(train_argv)
+    info_path = run / "bench_train.json"
+    if (run / "model.pt").exists() and info_path.exists():
+        info = json.loads(info_path.read_text())
+        log(f"{method} [{variant}] seed {seed}: reusing {run}")
+    elif (run / "model.pt").exists():  # trained by a notebook: its checkpoint knows the training time
+        import torch
+
+        ck = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+        info = {"train_minutes": float(ck.get("train_seconds", float("nan"))) / 60, "peak_train_gib": ""}
+        log(f"{method} [{variant}] seed {seed}: reusing {run} (trained elsewhere; peak memory not measured)")
+    else:
+        log(f"{method} [{variant}] seed {seed}: training ({profile} profile) ...")
+        if (run / "last.pt").exists():
+            train_argv.append("--resume")
+        seconds, peak = run_command(train_argv, run / "train.log")
+        info = {"train_minutes": seconds / 60, "peak_train_gib": peak}
+        atomic_write_json(info, info_path)
+    scores_csv = run / "test_scores.csv"
+    score_argv = ["score", "--checkpoint", str(run / "model.pt"), "--data", str(data), "--split", "test",
+                  "--out", str(scores_csv)]
+    _, peak_infer = run_command(score_argv, run / "score.log")
+    res = json.loads(scores_csv.with_suffix(".json").read_text())
+    if scores_dir is not None:
+        atomic_write_bytes(scores_path(scores_dir, method, variant, seed, split_seed), scores_csv.read_bytes())
+    v, t = res["val_threshold"], res["test_tuned"]
+    return {
+        "method": method, "variant": variant, "seed": seed, "split_seed": split_seed, "data": Path(str(data)).name,
+        "profile": profile, "auroc": res["auroc"], "ap": res["ap"], "acc": v["acc"], "f1": v["f1"],
+        "sensitivity": v["sensitivity"], "specificity": v["specificity"], "acc_test_tuned": t["acc"],
+        "f1_test_tuned": t["f1"], "val_auroc": res.get("checkpoint_val_auroc", ""),
+        "train_minutes": info["train_minutes"], "infer_images_per_s": res.get("images_per_second", ""),
+        "peak_train_gib": info["peak_train_gib"], "peak_infer_gib": peak_infer, "pixel_auroc": "", "best_dice": "",
+        "train_command": command,
+        "score_command": "python -m cxrlib " + shlex.join(score_argv), "commit": git_commit(),
+    }
+
+
+def read_rows(path) -> list[dict]:
+    """Rows of a metrics CSV (numbers parsed; empty cells stay ``""``); ``[]`` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != METRICS_COLUMNS:
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not the metrics schema {METRICS_COLUMNS}")
+        for r in reader:
+            for k, val in r.items():
+                if k in ("seed", "split_seed"):
+                    r[k] = int(val)
+                elif val != "" and k not in ("method", "variant", "data", "profile", "train_command",
+                                             "score_command", "commit"):
+                    r[k] = float(val)
+            rows.append(r)
+    return rows
+
+
+def write_rows(path, rows: list[dict]) -> None:
+    """Write ``rows`` atomically with the :data:`METRICS_COLUMNS` header (numbers to 6 significant digits)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in METRICS_COLUMNS})
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def _key(r: dict) -> tuple:
+    return r["method"], r["variant"], int(r["seed"]), int(r["split_seed"]), r["data"], r["profile"]
+
+
+def upsert(rows: list[dict], new: dict) -> list[dict]:
+    """``rows`` with ``new`` replacing any row of the same (method, variant, seed, split seed, data, profile)."""
+    return [r for r in rows if _key(r) != _key(new)] + [new]
+
+
+def summarize(rows: list[dict], metrics=("auroc", "ap", "acc", "f1", "train_minutes")) -> list[dict]:
+    """Mean and sample std (``ddof=1``; 0 for a single seed) per (method, variant, split seed, data, profile).
+
+    Returns one dict per group with ``n`` and ``<metric>_mean`` / ``<metric>_std``, in first-seen order.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["variant"], int(r["split_seed"]), r["data"], r["profile"]), []).append(r)
+    out = []
+    for (method, variant, split_seed, data, profile), rs in groups.items():
+        s = {"method": method, "variant": variant, "split_seed": split_seed, "data": data, "profile": profile,
+             "n": len(rs), "seeds": " ".join(str(int(r["seed"])) for r in rs)}
+        for m in metrics:
+            vals = np.array([float(r[m]) for r in rs if r.get(m, "") != ""], dtype=float)
+            s[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
+            s[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+def summary_markdown(summary: list[dict], paper: dict[str, str] | None = None) -> str:
+    """A Markdown table of :func:`summarize` output (AUROC, AP, ACC, F1 in %, mean ± std over seeds).
+
+    ``paper`` maps method -> the paper's number as text (shown in its own column)."""
+    paper = paper or {}
+    lines = ["| method | variant | split | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | paper AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in summary:
+        cell = lambda m, scale=100: f"{scale * s[m + '_mean']:.1f} ± {scale * s[m + '_std']:.1f}"  # noqa: E731
+        lines.append(f"| {s['method']} | {s['variant']} | {s['split_seed']} | {s['n']} | {cell('auroc')} | "
+                     f"{cell('ap')} | {cell('acc')} | {cell('f1')} | {s['train_minutes_mean']:.1f} | "
+                     f"{paper.get(s['method'], '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out_root: Path | None = None,
+                     n_phantoms: int = 200, log=print) -> dict:
+    """Train ``method`` on the normal phantoms of the development split of ``data.make_phantoms`` and score
+    its anomaly maps on the development-test phantoms against their lesion masks.
+
+    Returns ``{"method", "variant", "seed", "pixel_auroc", "best_dice", "dice_threshold", "maps", "masks",
+    "images"}`` (the last three as arrays for display); methods without maps raise ``ValueError``.
+    """
+    from . import data as D
+    from . import metrics as M
+    from .scoring import load_scorer
+
+    out_root = Path(out_root or repo_root() / "runs" / profile / "localisation")
+    run = run_dir(out_root, method, variant, seed, 0)
+    if not (run / "model.pt").exists():
+        log(f"{method} [{variant}] on phantoms: training ...")
+        run_command(["train", "--method", method, "--profile", profile, "--data", "phantoms", "--seed", str(seed),
+                     "--out", str(run), "--no-progress", *VARIANTS[method][variant]], run.parent / f"{run.name}.log")
+    scorer = load_scorer(run / "model.pt")
+    if not hasattr(scorer, "anomaly_maps"):
+        raise ValueError(f"{method} produces no anomaly map")
+    ds = D.make_phantoms(n=n_phantoms, size=scorer.image_size, seed=0)
+    split = D.development_split(ds, seed=0)
+    test = split.test
+    maps = np.asarray(scorer.anomaly_maps(ds.images[test]), dtype=float)
+    masks = ds.masks[test]
+    dice, thr = M.best_dice(masks, maps)
+    return {"method": method, "variant": variant, "seed": seed, "pixel_auroc": M.pixel_auroc(masks, maps),
+            "best_dice": dice, "dice_threshold": thr, "maps": maps, "masks": masks, "images": ds.images[test],
+            "labels": ds.labels[test]}
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def readme_results_section(csv_path, profile: str, display_path: str | None = None) -> str:
+    """The README's results block, generated from a committed metrics CSV (never typed by hand)."""
+    from .paper_numbers import paper_rows
+
+    rows = read_rows(csv_path)
+    paper = {}
+    for r in paper_rows():
+        if r["method"] not in paper and r["variant"] in ("", "K=16"):
+            paper[r["method"]] = f"{r['auroc']}" + (f" ± {r['auroc_std']}" if r["auroc_std"] is not None else "")
+    rel = display_path or Path(csv_path).as_posix()
+    commands = sorted({r["train_command"] for r in rows})
+    text = [README_START,
+            f"Profile `{profile}`, development-test split of `{rows[0]['data'] if rows else '?'}`; AUROC/AP/ACC/F1 in %, "
+            f"mean ± std over seeds, ACC/F1 at the threshold chosen on validation. Paper AUROC: the papers' "
+            f"official test split with test-tuned thresholds (see `cxrlib/paper_numbers.py`), a different protocol. "
+            f"Generated from [`{rel}`]({rel}) by `python scripts/update_readme_results.py`; every row's commands "
+            f"are in the CSV.", "", summary_markdown(summarize(rows), paper).rstrip("\n"), "",
+            f"<details><summary>the {len(commands)} training commands</summary>", "", "```bash", *commands, "```",
+            "", "</details>", README_END]
+    return "\n".join(text)
+
+
+def replace_readme_section(readme: str, section: str) -> str:
+    """``readme`` with the text between the results markers replaced by ``section`` (markers included)."""
+    if README_START not in readme or README_END not in readme:
+        raise ValueError(f"README has no {README_START} ... {README_END} block")
+    a, b = readme.index(README_START), readme.index(README_END) + len(README_END)
+    return readme[:a] + section + readme[b:]

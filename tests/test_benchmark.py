@@ -1,0 +1,60 @@
+"""The results table: CSV schema and round trip, summary statistics, the README section generated from the CSV."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrlib import benchmark as B
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _row(method="squid", seed=0, auroc=0.8, **kw):
+    r = {k: "" for k in B.METRICS_COLUMNS}
+    r.update(method=method, variant="official", seed=seed, split_seed=0, data="x.npz", profile="cpu", auroc=auroc,
+             ap=0.7, acc=0.6, f1=0.65, sensitivity=0.9, specificity=0.3, acc_test_tuned=0.7, f1_test_tuned=0.7,
+             train_minutes=1.5, infer_images_per_s=100.0, peak_train_gib=1.0, peak_infer_gib=0.5,
+             train_command="python -m cxrlib train --method squid", score_command="python -m cxrlib score", commit="abc")
+    r.update(kw)
+    return r
+
+
+def test_csv_round_trip(tmp_path):
+    rows = [_row(seed=s, auroc=a) for s, a in ((0, 0.8), (1, 0.7))]
+    path = tmp_path / "metrics.csv"
+    B.write_rows(path, rows)
+    back = B.read_rows(path)
+    assert [r["auroc"] for r in back] == [0.8, 0.7] and back[1]["seed"] == 1 and back[0]["pixel_auroc"] == ""
+    assert path.read_text().splitlines()[0] == ",".join(B.METRICS_COLUMNS)
+
+
+def test_csv_with_other_columns_is_refused(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("method,auroc\nsquid,0.5\n")
+    with pytest.raises(ValueError, match="not the metrics schema"):
+        B.read_rows(path)
+
+
+def test_summary_statistics_on_a_constructed_case():
+    values = [0.71, 0.75, 0.80]
+    rows = [_row(seed=s, auroc=a) for s, a in enumerate(values)] + [_row(method="simsid", auroc=0.9)]
+    summary = {s["method"]: s for s in B.summarize(rows)}
+    assert summary["squid"]["n"] == 3 and summary["squid"]["seeds"] == "0 1 2"
+    assert summary["squid"]["auroc_mean"] == pytest.approx(np.mean(values))
+    assert summary["squid"]["auroc_std"] == pytest.approx(np.std(values, ddof=1))
+    assert summary["simsid"]["auroc_std"] == 0.0
+    table = B.summary_markdown(B.summarize(rows), {"squid": "87.6 ± 1.5"})
+    assert "| squid | official | 0 | 3 | 75.3 ± 4.5 |" in table and "87.6 ± 1.5" in table
+
+
+def test_upsert_replaces_the_same_key():
+    rows = B.upsert([_row(auroc=0.5)], _row(auroc=0.6))
+    assert len(rows) == 1 and rows[0]["auroc"] == 0.6
+    assert len(B.upsert(rows, _row(seed=1))) == 2
+
+
+def test_failed_command_is_reported(tmp_path):
+    with pytest.raises(B.CommandError, match="does not exist"):
+        B.run_command(["score", "--checkpoint", str(tmp_path / "missing.pt"), "--data", "embedded",
+                       "--out", str(tmp_path / "s.csv")])
