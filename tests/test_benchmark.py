@@ -1,5 +1,4 @@
 """The results table: CSV schema and round trip, summary statistics, the README section generated from the CSV."""
-import re
 from pathlib import Path
 
 import numpy as np
