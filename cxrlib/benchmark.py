@@ -246,6 +246,7 @@ def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out
     out_root = Path(out_root or repo_root() / "runs" / profile / "localisation")
     run = run_dir(out_root, method, variant, seed, 0)
     if not (run / "model.pt").exists():
+        run.parent.mkdir(parents=True, exist_ok=True)
         log(f"{method} [{variant}] on phantoms: training ...")
         run_command(["train", "--method", method, "--profile", profile, "--data", "phantoms", "--seed", str(seed),
                      "--out", str(run), "--no-progress", *VARIANTS[method][variant]], run.parent / f"{run.name}.log")

@@ -30,6 +30,7 @@ __all__ = ["METHOD_MODULES", "available_methods", "method_module"]
 METHOD_MODULES = {
     "squid": "cxrlib.scoring",
     "simsid": "cxrlib.scoring",
+    "crtsc": "cxrlib.scoring",
     "patchcore": "cxrlib.patchcore",
     "wscxr": "cxrlib.wscxr",
     "ddad": "cxrlib.ddad",

@@ -13,9 +13,13 @@ import numpy as np
 
 from .train import FORMAT_VERSION, CheckpointError
 
-__all__ = ["SquidScorer", "load_scorer", "finalize_squid", "SQUID_FAMILY"]
+__all__ = ["SquidScorer", "load_scorer", "finalize_squid", "SQUID_FAMILY", "add_train_arguments"]
 
-SQUID_FAMILY = ("squid", "simsid")
+SQUID_FAMILY = ("squid", "simsid", "crtsc")
+
+# CRTSC ablation switches: command-line option -> SquidConfig field
+CRTSC_SWITCHES = {"crm_place": "crm_place", "crm_reduction": "crm_reduction", "lambda_tscc": "tscc_w",
+                  "gen_loss": "gen_loss", "lambda_gen": "g_w"}
 
 
 class SquidScorer:
@@ -118,12 +122,44 @@ def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: st
     return path
 
 
+def add_train_arguments(group) -> None:
+    """CRTSC's ablation switches (``--method crtsc`` only; each defaults to the ``crtsc`` preset's value).
+
+    Every row of the paper's ablations is one command, e.g. the SQUID baseline inside CRTSC's code path is
+    ``--crm-place none --lambda-tscc 0 --gen-loss bce --lambda-gen 0.005``.
+    """
+    from .models.squid import CRM_PLACES, GEN_LOSSES
+
+    group.add_argument("--crm-place", choices=CRM_PLACES, default=None,
+                       help="crtsc: channel recalibration at the bottleneck ('paper', default), after the "
+                            "encoder's first block ('first_conv', the official code) or nowhere ('none')")
+    group.add_argument("--crm-reduction", type=int, default=None, metavar="T",
+                       help="crtsc: CRM reduction ratio T (default 24)")
+    group.add_argument("--lambda-tscc", type=float, default=None, metavar="W",
+                       help="crtsc: weight of the TSCC loss, 0 disables it (default 0.03)")
+    group.add_argument("--gen-loss", choices=GEN_LOSSES, default=None,
+                       help="crtsc: adversarial generator term, 'kl' (default) or SQUID's 'bce'")
+    group.add_argument("--lambda-gen", type=float, default=None, metavar="W",
+                       help="crtsc: weight of that term (default 0.002)")
+
+
+def _crtsc_overrides(args) -> dict:
+    """The SquidConfig overrides given by CRTSC's switches; a ``ValueError`` for another method."""
+    given = {field: getattr(args, opt) for opt, field in CRTSC_SWITCHES.items()
+             if getattr(args, opt, None) is not None}
+    if given and args.method != "crtsc":
+        names = ", ".join("--" + opt.replace("_", "-") for opt in CRTSC_SWITCHES if getattr(args, opt, None) is not None)
+        raise ValueError(f"{names}: only for --method crtsc (method {args.method!r} has no such part)")
+    return given
+
+
 def train_from_args(args) -> Path:
-    """``python -m cxrlib train --method squid|simsid``: see :mod:`cxrlib.methods` for the contract."""
+    """``python -m cxrlib train --method squid|simsid|crtsc``: see :mod:`cxrlib.methods` for the contract."""
     from . import data as D
     from .train import fit_squid, squid_config
 
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides.update(_crtsc_overrides(args))
     cfg = squid_config(args.method, args.profile, **overrides)
     source = D.resolve_data(args.profile, args.data)
     ds = D.load(source, size=cfg.image_size)
@@ -140,7 +176,7 @@ def train_from_args(args) -> Path:
 
 
 def scorer_from_checkpoint(ck: dict, path, device) -> SquidScorer:
-    """The :class:`SquidScorer` of a loaded SQUID/SimSID ``model.pt`` dict."""
+    """The :class:`SquidScorer` of a loaded SQUID/SimSID/CRTSC ``model.pt`` dict."""
     cfg, gen, disc = _build_squid(ck["cfg"], device)
     gen.load_state_dict(ck["gen"])
     disc.load_state_dict(ck["disc"])

@@ -1,4 +1,4 @@
-"""Training of the SQUID-family generators (SQUID, SimSID), visible enough for a notebook to show.
+"""Training of the SQUID-family generators (SQUID, SimSID, CRTSC), visible enough for a notebook to show.
 
 One iteration (SQUID Sec. 3.4; SimSID's shared forward):
 
@@ -43,7 +43,9 @@ class CheckpointError(ValueError):
 
 
 def squid_config(method: str = "squid", profile: str = "quick", **overrides):
-    """The :class:`~cxrlib.models.squid.SquidConfig` of ``method`` (``squid``/``simsid``) under a profile.
+    """The :class:`~cxrlib.models.squid.SquidConfig` of ``method`` (``squid``/``simsid``/``crtsc``) under a profile.
+
+    The profiles reduce every method the same way (CRTSC's CRM, TSCC and KL settings are kept).
 
     - ``full``: the official recipe (128 px, 2×2 patches, base width 32; 200 epochs SQUID, 1000 SimSID).
     - ``cpu``: a reduced model that trains on the 999 development-split normals in about 15 minutes on a
@@ -134,7 +136,7 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
 
     D step always; G step (and the memory-queue update) when ``g_step``. With ``cfg.shared_forward`` one
     generator forward serves both (SimSID); otherwise the D step runs its own forward without a graph and the
-    G step a fresh one (official SQUID). Returns the loss terms as floats. Raises
+    G step a fresh one (official SQUID). CRTSC's terms (KL, TSCC) enter through ``cfg``. Returns the loss terms as floats. Raises
     :class:`TrainingDivergedError` on a non-finite term, before any optimiser step with it.
     """
     from .losses import discriminator_loss, generator_loss
@@ -142,7 +144,8 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     # on iterations without a G step no graph is kept through the generator (no wasted backward memory)
     with torch.set_grad_enabled(g_step and cfg.shared_forward):
         out = gen(x)
-    loss_d = discriminator_loss(disc(x), disc(out["recon"].detach()), cfg.d_w)
+    d_real = disc(x)
+    loss_d = discriminator_loss(d_real, disc(out["recon"].detach()), cfg.d_w)
     _check_finite({"discriminator": loss_d}, where, ckpt)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -151,7 +154,9 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     if g_step:
         if not cfg.shared_forward:
             out = gen(x)
-        loss_g, g_terms = generator_loss(out, x, disc(out["recon"]), cfg)
+        # CRTSC's KL term compares D(G(x)) with D(x); D(x) is this iteration's (before the D update),
+        # detached, so the G step costs no extra discriminator forward
+        loss_g, g_terms = generator_loss(out, x, disc(out["recon"]), cfg, d_real_logits=d_real.detach())
         _check_finite({"generator total": loss_g, **g_terms}, where, ckpt)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrlib.crm import ChannelRecalibration
 from cxrlib.inpaint import InpaintBlock
 from cxrlib.memory import MemoryQueue, SpaceAwareMemory
 from cxrlib.models.discriminator import SquidDiscriminator
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 NORMALIZE_MODES = ("zero_one", "tanh")
+CRM_PLACES = ("none", "paper", "first_conv")  # CRTSC channel recalibration: where it goes (see SquidGenerator)
+GEN_LOSSES = ("bce", "kl")  # adversarial generator term (see cxrlib.losses)
 DECODER_OPS = ("concat", "none")
 MAX_LEVELS = 5  # the official filter list has 6 entries, enough for 5 downsamplings
 
@@ -88,6 +91,11 @@ class SquidConfig:
     t_w: float = 0.01
     dist_w: float = 0.001
     d_w: float = 0.005
+    # -- CRTSC (Sensors 2025) parts; the defaults switch them off, so SQUID/SimSID are unchanged ---------
+    crm_place: str = "none"  # "none" | "paper" (bottleneck, before in-painting and teacher) | "first_conv"
+    crm_reduction: int = 8  # CRM reduction ratio T (hidden width max(1, C // T))
+    tscc_w: float = 0.0  # weight of the texture-structural consistency loss (0 = off)
+    gen_loss: str = "bce"  # adversarial generator term: "bce" (SQUID) or "kl" (CRTSC); weight g_w
     # -- optimisation --------------------------------------------------------------------------
     n_critic: int = 2  # a generator step every n_critic discriminator steps
     shared_forward: bool = False  # SimSID: one generator forward per iteration serves the D and G steps
@@ -130,6 +138,14 @@ class SquidConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.disc_channels[0] != self.in_channels:
             raise ValueError("disc_channels[0] must equal in_channels")
+        if self.crm_place not in CRM_PLACES:
+            raise ValueError(f"crm_place must be one of {CRM_PLACES}, got {self.crm_place!r}")
+        if self.crm_reduction < 1:
+            raise ValueError(f"crm_reduction must be >= 1, got {self.crm_reduction}")
+        if not self.tscc_w >= 0.0:
+            raise ValueError(f"tscc_w must be >= 0, got {self.tscc_w}")
+        if self.gen_loss not in GEN_LOSSES:
+            raise ValueError(f"gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
@@ -187,6 +203,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         shared_forward=True,
         epochs=1000,
     ),
+    # CRTSC, ZhangLab (Xiong et al., Sensors 25(21):6722, 2025): SQUID + channel recalibration on the
+    # bottleneck (the paper's figure), T = 24 (its choice together with TSCC), lambda_tscc = 0.03, and the
+    # KL generator term with weight 0.002 in place of the BCE one (0.005)
+    "crtsc": dict(
+        crm_place="paper",
+        crm_reduction=24,
+        tscc_w=0.03,
+        gen_loss="kl",
+        g_w=0.002,
+    ),
 }
 
 
@@ -196,7 +222,9 @@ def preset(name: str, **overrides) -> SquidConfig:
     ``"squid"``: the official SQUID ZhangLab recipe. ``"simsid"``: SimSID's ZhangLab differences
     (inputs in [-1, 1] with a tanh output, memory queue without shortcut in the in-painting block,
     decoder memories without shortcut, a 256-channel last discriminator layer, 1000 epochs, one
-    generator forward shared by the D and G steps).
+    generator forward shared by the D and G steps). ``"crtsc"``: SQUID plus CRTSC's channel recalibration
+    (``crm_place="paper"``, ``T = 24``), TSCC loss (``tscc_w = 0.03``) and KL generator term
+    (``gen_loss="kl"``, ``g_w = 0.002``), the paper's ZhangLab values.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
@@ -375,7 +403,12 @@ class SquidGenerator(nn.Module):
         cfg: a :class:`SquidConfig` (default: the ``squid`` preset).
         recalibration: optional module applied to the per-patch encoder bottleneck
             ``(B*P, f[L], b, b) -> same`` before the in-painting block and the teacher (the place
-            CRTSC's channel recalibration goes); ``nn.Identity()`` by default.
+            CRTSC's channel recalibration goes). By default it is built from the configuration:
+            ``cfg.crm_place == "paper"`` gives ``ChannelRecalibration(f[L], cfg.crm_reduction)`` here
+            (CRTSC's figure: encoder features before the in-painting block and the teacher);
+            ``"first_conv"`` instead appends ``ChannelRecalibration(f[0], cfg.crm_reduction)`` to the
+            encoder stem (the official code's only active CRM, in ``in_conv``; it sits inside that
+            block before the residual add there, after the block here); ``"none"``: ``nn.Identity()``.
 
     ``forward(x)`` returns a dict:
 
@@ -393,6 +426,10 @@ class SquidGenerator(nn.Module):
         self.cfg = cfg
         f, L = cfg.filters, cfg.levels
         self.encoder = SquidEncoder(cfg.in_channels, cfg.base_width, L)
+        if recalibration is None and cfg.crm_place == "paper":
+            recalibration = ChannelRecalibration(f[L], cfg.crm_reduction)
+        elif cfg.crm_place == "first_conv":
+            self.encoder.stem = nn.Sequential(self.encoder.stem, ChannelRecalibration(f[0], cfg.crm_reduction))
         self.recalibration = recalibration if recalibration is not None else nn.Identity()
         self.inpaint = InpaintBlock(f[L], cfg.bottleneck_size, cfg.num_patch, n_slots=cfg.mem_slots, k=cfg.topk,
                                     memory_kind=cfg.inpaint_memory, mask_ratio=cfg.inpaint_mask_ratio,
@@ -452,16 +489,17 @@ def count_parameters(module: nn.Module | None) -> int:
 def parameter_report(gen: SquidGenerator, disc: nn.Module | None = None) -> dict[str, int]:
     """Parameter counts per part, matching the breakdown of methods.md Sec. 10.
 
-    Keys: ``encoder``, ``recalibration``, ``inpaint_attention``, ``inpaint_feedforward``,
+    Keys: ``encoder`` (without any channel recalibration in it), ``recalibration`` (every CRM), ``inpaint_attention``, ``inpaint_feedforward``,
     ``inpaint_other`` (1x1 convs, BN, LayerNorms), ``decoder_memories``, ``student_decoder`` (without
     its memories), ``teacher_decoder``, ``discriminator`` and ``total`` (the sum of all the others).
     """
     memories = count_parameters(gen.decoder.memories)
+    encoder_crm = sum(count_parameters(m) for m in gen.encoder.modules() if isinstance(m, ChannelRecalibration))
     attention = count_parameters(gen.inpaint.attention)
     feedforward = count_parameters(gen.inpaint.feedforward)
     report = {
-        "encoder": count_parameters(gen.encoder),
-        "recalibration": count_parameters(gen.recalibration),
+        "encoder": count_parameters(gen.encoder) - encoder_crm,
+        "recalibration": count_parameters(gen.recalibration) + encoder_crm,
         "inpaint_attention": attention,
         "inpaint_feedforward": feedforward,
         "inpaint_other": count_parameters(gen.inpaint) - attention - feedforward,
