@@ -92,6 +92,23 @@ def run_command(argv: list[str], log_path: Path | None = None) -> tuple[float, f
     return seconds, usage.ru_maxrss / 2 ** 20
 
 
+def _display(arg: str) -> str:
+    """A command-line argument as the CSV shows it: paths inside the repository relative to it, paths
+    outside it as ``PATH/<name>`` (a results file must not carry one machine's folders)."""
+    p = Path(arg)
+    if not p.is_absolute():
+        return arg
+    try:
+        return p.relative_to(repo_root()).as_posix()
+    except ValueError:
+        return f"PATH/{p.name}"
+
+
+def display_command(argv: list[str]) -> str:
+    """``python -m cxrlib ...`` with :func:`_display` applied to every argument."""
+    return "python -m cxrlib " + shlex.join(_display(a) for a in argv)
+
+
 def run_dir(out_root: Path, method: str, variant: str, seed: int, split_seed: int) -> Path:
     # the default variant on split 0 shares the folder of cxrlib.train.train_or_load (runs/<profile>/<method>_s<seed>),
     # so a model trained by a notebook is reused here and vice versa
@@ -118,7 +135,7 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
     run.mkdir(parents=True, exist_ok=True)
     train_argv = ["train", "--method", method, "--profile", profile, "--data", str(data), "--seed", str(seed),
                   "--split-seed", str(split_seed), "--out", str(run), "--no-progress", *extra]
-    command = "python -m cxrlib " + shlex.join(train_argv)
+    command = display_command(train_argv)
     info_path = run / "bench_train.json"
     if (run / "model.pt").exists() and info_path.exists():
         info = json.loads(info_path.read_text())
@@ -152,7 +169,7 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
         "train_minutes": info["train_minutes"], "infer_images_per_s": res.get("images_per_second", ""),
         "peak_train_gib": info["peak_train_gib"], "peak_infer_gib": peak_infer, "pixel_auroc": "", "best_dice": "",
         "train_command": command,
-        "score_command": "python -m cxrlib " + shlex.join(score_argv), "commit": git_commit(),
+        "score_command": display_command(score_argv), "commit": git_commit(),
     }
 
 
