@@ -48,8 +48,9 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
     "squid": {"official": []},
     "simsid": {"official": []},
     "crtsc": {"CRM+TSCC+KL": []},
-    "patchcore": {"default": []},
-    "wscxr": {"K=16": ["--k", "16"]},
+    # offline there are no ImageNet weights: the table's rows use (and name) a seeded random backbone
+    "patchcore": {"random backbone": ["--weights", "random"]},
+    "wscxr": {"K=16, random backbone": ["--k", "16", "--weights", "random"]},
     "ddad": {"AE, ASR": ["--backbone", "ae", "--score", "asr"]},
 }
 
