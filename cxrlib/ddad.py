@@ -777,10 +777,9 @@ def train_or_load(profile: str = "quick", backbone: str = "ae", data=None, out_d
     Returns:
         ``(scorer, ds, split)``.
     """
-    import torch
-
     from . import data as D
     from .scoring import load_scorer
+    from .train import matching_model
     from .utils import repo_root
 
     cfg = ddad_config(profile, backbone=backbone, **overrides)
@@ -789,12 +788,8 @@ def train_or_load(profile: str = "quick", backbone: str = "ae", data=None, out_d
     split = D.semi_supervised_protocol(ds, cfg.n_unlabelled, cfg.anomaly_rate, seed=0)
     out_dir = Path(out_dir or repo_root() / "runs" / profile / f"ddad_{backbone}_s{seed}")
     model = out_dir / "model.pt"
-    if model.exists():
-        ck = torch.load(model, map_location="cpu", weights_only=False)
-        if ck.get("cfg") == cfg.to_dict() and ck.get("seed") == seed and ck.get("data") == str(source):
-            log(f"reusing the trained model in {out_dir}")
-            return load_scorer(model), ds, split
-        log(f"{model} was trained with other settings: training again")
+    if matching_model(model, cfg.to_dict(), seed, source, log) is not None:
+        return load_scorer(model), ds, split
     resume = False
     if (out_dir / "udm0.pt").exists():
         try:

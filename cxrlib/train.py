@@ -265,6 +265,19 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
             "finished": end_epoch >= cfg.epochs}
 
 
+def matching_model(model: Path, cfg_dict: dict, seed: int, source, log=print) -> dict | None:
+    """The finished ``model.pt`` checkpoint when it was trained with exactly this configuration, seed and
+    data (what the notebooks' ``train_or_load`` helpers reuse), else ``None`` (logging why, if it exists)."""
+    if not model.exists():
+        return None
+    ck = torch.load(model, map_location="cpu", weights_only=False)
+    if ck.get("cfg") == cfg_dict and ck.get("seed") == seed and ck.get("data") == str(source):
+        log(f"reusing the trained model in {model.parent}")
+        return ck
+    log(f"{model} was trained with other settings: training again")
+    return None
+
+
 def train_or_load(method: str = "squid", profile: str = "quick", data=None, out_dir=None, seed: int = 0,
                   show_progress: bool = True, log=print):
     """The notebooks' entry point: train ``method`` under ``profile`` on the development split of ``data``
@@ -285,12 +298,10 @@ def train_or_load(method: str = "squid", profile: str = "quick", data=None, out_
     split = D.unsupervised_protocol(ds, seed=0)
     out_dir = Path(out_dir or repo_root() / "runs" / profile / f"{method}_s{seed}")
     model = out_dir / "model.pt"
+    ck = matching_model(model, cfg.to_dict(), seed, source, log)
+    if ck is not None:
+        return load_scorer(model), ds, split, ck["history"]
     if model.exists():
-        ck = torch.load(model, map_location="cpu", weights_only=False)
-        if ck.get("cfg") == cfg.to_dict() and ck.get("seed") == seed and ck.get("data") == str(source):
-            log(f"reusing the trained model in {out_dir}")
-            return load_scorer(model), ds, split, ck["history"]
-        log(f"{model} was trained with other settings: training again")
         for f in ("model.pt", "last.pt", "best.pt"):
             (out_dir / f).unlink(missing_ok=True)
     resume = (out_dir / "last.pt").exists()
