@@ -206,7 +206,12 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         if not last.exists():
             raise CheckpointError(f"{last}: nothing to resume from")
         state = torch.load(last, map_location=device, weights_only=False)
-        if state.get("method") != method or state.get("cfg") != cfg.to_dict() or state.get("seed") != seed:
+        # a checkpoint from before a config field existed stored no value for it: read it as the field's default
+        try:
+            stored_cfg = type(cfg).from_dict(state["cfg"]).to_dict()
+        except (KeyError, TypeError, ValueError):
+            stored_cfg = None
+        if state.get("method") != method or stored_cfg != cfg.to_dict() or state.get("seed") != seed:
             raise CheckpointError(f"{last}: was written by another run (method/config/seed differ); "
                                   f"use a new --out folder or the same settings")
         gen.load_state_dict(state["gen"])

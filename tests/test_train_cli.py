@@ -51,6 +51,22 @@ def test_resume_refuses_another_run(tmp_path, tiny_data):
         fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=1, resume=True, show_progress=False)
 
 
+def test_resume_reads_fields_missing_from_an_older_checkpoint_as_defaults(tmp_path, tiny_data):
+    # a run started before the CRTSC switches existed stored no value for them; they default to "off"
+    ds, split = tiny_data
+    cfg = tiny_cfg(epochs=2)
+    fit_squid(cfg, ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None, max_epochs=1)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    for key in ("crm_place", "crm_reduction", "gen_loss", "tscc_w"):
+        del state["cfg"][key]
+    torch.save(state, tmp_path / "last.pt")
+    out = fit_squid(cfg, ds, split, tmp_path, seed=0, resume=True, show_progress=False, log=lambda *_: None)
+    assert out["finished"] and len(out["history"]) == 2
+    # a changed field is still refused
+    with pytest.raises(Exception, match="another run"):
+        fit_squid(tiny_cfg(epochs=2, tscc_w=0.03), ds, split, tmp_path, seed=0, resume=True, show_progress=False)
+
+
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
     ds, split = tiny_data
     cfg = tiny_cfg(epochs=2)
