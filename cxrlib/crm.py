@@ -13,7 +13,13 @@ As in the official code (``WANG683s/CRTSC``, ``models/basic_modules.py``, class 
 is the pure rescaling ``x * s`` (SQUID's unused SE variant returned ``x * s + x``). The paper uses
 the reduction ``r = 8`` on ZhangLab and ``r = 16`` on CheXpert when the CRM is used alone, and
 ``r = 24`` together with the TSCC loss (:mod:`cxrlib.texture`).
-Introduced in the CRTSC notebook.
+
+Initialisation (a choice of this project; the paper does not state one): the second linear map starts at
+zero, so at initialisation every channel weight is ``sigmoid(0) = 1/2`` for every input and the block is
+exactly ``x / 2``, a uniform rescale that changes no feature's direction or ranking until training moves
+it (as zero-initialised residual branches do). The official code keeps PyTorch's default initialisation,
+which gives input-dependent random weights around 1/2 from the first step: ``zero_init=False``.
+Introduced in notebook ``02_channel_recalibration``.
 """
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ class ChannelRecalibration(nn.Module):
     Args:
         channels: ``C``, number of input (= output) channels.
         reduction: ``r``, bottleneck ratio; the hidden width is ``max(1, C // r)``.
+        zero_init: start the second linear map at zero, so the block is exactly ``x / 2`` at initialisation
+            (default); ``False``: PyTorch's default initialisation, as the official code.
 
     Shapes:
         input ``(B, C, H, W)`` -> output ``(B, C, H, W)``, ``output[:, c] = w[:, c] * input[:, c]``.
@@ -58,7 +66,7 @@ class ChannelRecalibration(nn.Module):
             detached (for plotting); ``None`` before the first call.
     """
 
-    def __init__(self, channels: int, reduction: int = 8):
+    def __init__(self, channels: int, reduction: int = 8, zero_init: bool = True):
         super().__init__()
         hidden = crm_hidden_channels(channels, reduction)
         self.channels = channels
@@ -69,6 +77,8 @@ class ChannelRecalibration(nn.Module):
             nn.Linear(hidden, channels, bias=False),
             nn.Sigmoid(),
         )
+        if zero_init:
+            nn.init.zeros_(self.fc[2].weight)
         self.last_weights: torch.Tensor | None = None
 
     def channel_weights(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,30 @@ def test_shapes_and_parameter_count(channels, reduction):
     assert all(m.bias is None for m in crm.modules() if isinstance(m, torch.nn.Linear))
 
 
+def test_identity_up_to_one_half_at_initialisation():
+    # the guarantee: before training, CRM(x) = x / 2 exactly, for every input, so inserting it changes no
+    # feature's direction or channel ranking; the official default initialisation does not give that
+    torch.manual_seed(0)
+    x = torch.randn(3, 64, 6, 6) * 5 + 2
+    crm = ChannelRecalibration(64, 24)
+    torch.testing.assert_close(crm(x), x / 2, rtol=0, atol=0)
+    torch.testing.assert_close(crm.last_weights, torch.full((3, 64), 0.5), rtol=0, atol=0)
+    official = ChannelRecalibration(64, 24, zero_init=False)
+    assert not torch.allclose(official(x), x / 2)
+    # the first training step moves it: W2 gets a gradient at once, W1 once W2 is non-zero
+    opt = torch.optim.SGD(crm.parameters(), lr=0.1)
+    target = torch.randn_like(x)
+    for _ in range(2):
+        opt.zero_grad()
+        (crm(x) - target).square().mean().backward()
+        opt.step()
+    assert crm.fc[2].weight.abs().sum() > 0 and crm.fc[0].weight.grad.abs().sum() > 0
+    assert not torch.allclose(crm(x), x / 2)
+
+
 def test_forward_is_squeeze_excite_scale_and_exposes_weights():
     torch.manual_seed(0)
-    crm = ChannelRecalibration(32, 8)
+    crm = ChannelRecalibration(32, 8, zero_init=False)
     assert crm.last_weights is None
     x = torch.randn(2, 32, 16, 16)
     y = crm(x)
@@ -40,7 +61,7 @@ def test_forward_is_squeeze_excite_scale_and_exposes_weights():
 
 def test_gradients_reach_input_and_both_linear_maps():
     torch.manual_seed(0)
-    crm = ChannelRecalibration(16, 4)
+    crm = ChannelRecalibration(16, 4, zero_init=False)
     x = torch.randn(2, 16, 8, 8, requires_grad=True)
     crm(x).square().mean().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -50,7 +71,7 @@ def test_gradients_reach_input_and_both_linear_maps():
 
 def test_deterministic_and_batch_independent():
     torch.manual_seed(0)
-    crm = ChannelRecalibration(8, 2)
+    crm = ChannelRecalibration(8, 2, zero_init=False)
     x = torch.randn(4, 8, 5, 5)
     y = crm(x)
     torch.testing.assert_close(crm(x), y, rtol=0, atol=0)
