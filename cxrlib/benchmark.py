@@ -98,7 +98,9 @@ def _display(arg: str) -> str:
     outside it as ``PATH/<name>`` (a results file must not carry one machine's folders)."""
     p = Path(arg)
     if not p.is_absolute():
-        return arg
+        if ".." not in p.parts or not p.exists():
+            return arg
+        p = p.resolve()  # a relative path that climbs out of the repository, e.g. ../shared/data/x.npz
     try:
         return p.relative_to(repo_root()).as_posix()
     except ValueError:

@@ -1,4 +1,5 @@
 """The results table: CSV schema and round trip, summary statistics, the README section generated from the CSV."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,19 @@ def test_failed_command_is_reported(tmp_path):
     with pytest.raises(B.CommandError, match="does not exist"):
         B.run_command(["score", "--checkpoint", str(tmp_path / "missing.pt"), "--data", "embedded",
                        "--out", str(tmp_path / "s.csv")])
+
+
+def test_display_command_hides_machine_paths(tmp_path, monkeypatch):
+    from cxrlib.benchmark import display_command
+    from cxrlib.utils import repo_root
+
+    root = repo_root()
+    outside = tmp_path / "zhanglab128_train.npz"
+    outside.write_bytes(b"")
+    monkeypatch.chdir(root)
+    climbing = os.path.relpath(outside, root)  # ../../tmp/.../zhanglab128_train.npz
+    inside = root / "runs" / "cpu" / "squid_s0"
+    cmd = display_command(["train", "--data", str(outside), "--out", str(inside), "--seed", "0"])
+    assert cmd == "python -m cxrlib train --data PATH/zhanglab128_train.npz --out runs/cpu/squid_s0 --seed 0"
+    assert display_command(["score", "--data", climbing]) == "python -m cxrlib score --data PATH/zhanglab128_train.npz"
+    assert display_command(["score", "--data", "embedded"]) == "python -m cxrlib score --data embedded"
