@@ -42,6 +42,11 @@ def _score(args) -> int:
     from .utils import atomic_write_bytes, atomic_write_json
 
     scorer = load_scorer(args.checkpoint, device=args.device)
+    if args.feature_cache is not None:
+        if not hasattr(scorer, "feature_cache"):
+            raise ValueError(f"{args.checkpoint}: --feature-cache applies to patch-feature methods "
+                             f"(patchcore, wscxr), not to {scorer.method}")
+        scorer.feature_cache = args.feature_cache
     ds = D.load(args.data, size=scorer.image_size)
     if args.split != "all":
         # val and test are the development split's, the same under every training protocol
@@ -59,8 +64,9 @@ def _score(args) -> int:
     print(f"scored {len(ds)} images in {seconds:.1f} s ({len(ds) / max(seconds, 1e-9):.1f} images/s) -> {out}")
     if (ds.labels >= 0).all() and len(np.unique(ds.labels)) == 2:
         res = M.evaluate(ds.labels, scores, val_threshold=scorer.threshold)
+        speed = "" if args.feature_cache else len(ds) / max(seconds, 1e-9)  # cached features: no inference speed
         res.update({"checkpoint": str(args.checkpoint), "method": scorer.method, "data": str(args.data),
-                    "split": args.split, "seconds": seconds, "images_per_second": len(ds) / max(seconds, 1e-9),
+                    "split": args.split, "seconds": seconds, "images_per_second": speed,
                     "checkpoint_val_auroc": (scorer.meta.get("val_metrics") or {}).get("auroc", "")})
         atomic_write_json(res, out.with_suffix(".json"))
         v, t = res["val_threshold"], res["test_tuned"]
@@ -138,6 +144,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                    help="score only this part of the development split of --data (default all images)")
     s.add_argument("--out", required=True, help="CSV of name,score,label; metrics go to the same name .json")
     s.add_argument("--device", default=None)
+    s.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="patchcore/wscxr only: reuse the backbone features cached in DIR (as train's --feature-cache "
+                        "does); the images/s printed is then not an inference speed and is not stored")
     s.set_defaults(func=_score)
 
     b = sub.add_parser("benchmark", help="train and score every method on one split: results/<profile>/metrics.csv")

@@ -160,6 +160,7 @@ class PatchScorer:
 
     def __init__(self, extractor: PatchFeatures, image_size: int, threshold=None, meta=None):
         self.extractor, self.image_size, self.threshold, self.meta = extractor, int(image_size), threshold, meta or {}
+        self.feature_cache = None  # a folder: score() reuses cached backbone features (see extract_features)
 
     @property
     def backbone_label(self) -> str:
@@ -181,7 +182,8 @@ class PatchScorer:
 
     def score(self, images, show_progress: bool = False) -> np.ndarray:
         """Anomaly score per image, shape ``(N,)``, for uint8 ``(N, S, S)`` images."""
-        return self.score_features(self.extractor.extract(self._check(images), show_progress=show_progress))
+        feats = extract_features(self.extractor, self._check(images), self.feature_cache, show_progress, "features")
+        return self.score_features(feats)
 
     def anomaly_maps(self, images, sigma: float = 4.0) -> np.ndarray:
         """Anomaly maps ``(N, S, S)`` (patch scores upsampled and smoothed)."""

@@ -81,7 +81,8 @@ def run_one(cfg, seed: int, args) -> dict:
         t = {"train_minutes": seconds / 60, "peak_train_gib": peak}
         info.write_text(json.dumps(t))
     scores = run / "test_scores.csv"
-    score = ["score", "--checkpoint", str(run / "model.pt"), "--data", args.data, "--split", "test", "--out", str(scores)]
+    score = ["score", "--checkpoint", str(run / "model.pt"), "--data", args.data, "--split", "test", "--out", str(scores),
+             "--feature-cache", args.feature_cache]  # the test images' backbone features are computed once
     if not scores.with_suffix(".json").exists():
         run_command(score, run / "score.log")
     res = json.loads(scores.with_suffix(".json").read_text())

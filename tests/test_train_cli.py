@@ -135,7 +135,7 @@ def test_cli_train_then_score(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["missing_checkpoint", "not_a_checkpoint", "training_state", "wrong_method",
-                                  "missing_data", "wrong_shape", "empty"])
+                                  "missing_data", "wrong_shape", "empty", "feature_cache_on_squid"])
 def test_cli_bad_input_one_line_error(tmp_path, capsys, case, tiny_data):
     ds, split = tiny_data
     ck = tmp_path / "model.pt"
@@ -143,7 +143,7 @@ def test_cli_bad_input_one_line_error(tmp_path, capsys, case, tiny_data):
     np.savez(data, images=ds.images[:4])
     if case == "not_a_checkpoint":
         ck.write_text("hello")
-    elif case in ("training_state", "wrong_method", "wrong_shape", "empty"):
+    elif case in ("training_state", "wrong_method", "wrong_shape", "empty", "feature_cache_on_squid"):
         fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
         if case == "training_state":
             ck = tmp_path / "last.pt"
@@ -161,9 +161,12 @@ def test_cli_bad_input_one_line_error(tmp_path, capsys, case, tiny_data):
         data = tmp_path / "nope.npz"
         fit_squid(tiny_cfg(epochs=1), ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
         finalize_squid(tmp_path, ds, split)
-    rc = main(["score", "--checkpoint", str(ck), "--data", str(data), "--out", str(tmp_path / "o.csv")])
+    extra = ["--feature-cache", str(tmp_path / "cache")] if case == "feature_cache_on_squid" else []
+    rc = main(["score", "--checkpoint", str(ck), "--data", str(data), "--out", str(tmp_path / "o.csv"), *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2
+    if extra:
+        assert "--feature-cache applies to patch-feature methods" in err
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
 
 

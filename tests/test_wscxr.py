@@ -75,7 +75,14 @@ def test_cli_wscxr_train_score_end_to_end_and_ablation(tmp_path):
     assert len(ck["history"]) == 3 and 0 <= ck["best_epoch"] < 3 and "not pretrained" in ck["backbone_label"]
     assert main(["score", "--checkpoint", str(out / "model.pt"), "--data", "embedded", "--split", "test",
                  "--out", str(tmp_path / "s.csv")]) == 0
-    assert 0 <= json.loads((tmp_path / "s.json").read_text())["auroc"] <= 1
+    first = json.loads((tmp_path / "s.json").read_text())
+    assert 0 <= first["auroc"] <= 1 and first["images_per_second"] > 0
+    # scoring from the feature cache: same scores (the cache is filled once, then read), no speed claimed
+    for name in ("c1", "c2"):
+        assert main(["score", "--checkpoint", str(out / "model.pt"), "--data", "embedded", "--split", "test",
+                     "--out", str(tmp_path / f"{name}.csv"), "--feature-cache", str(tmp_path / "cache")]) == 0
+        assert (tmp_path / f"{name}.csv").read_text() == (tmp_path / "s.csv").read_text()
+        assert json.loads((tmp_path / f"{name}.json").read_text())["images_per_second"] == ""
     scorer = load_scorer(out / "model.pt")
     assert scorer.anomaly_maps(ds.images[:2]).shape == (2, 128, 128)
     # same seed -> identical model (CPU determinism); the ablation switches change the prototypes
