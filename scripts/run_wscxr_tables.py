@@ -15,14 +15,13 @@ import csv
 import io
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cxrlib.benchmark import git_commit as head_commit, run_command  # noqa: E402
+from cxrlib.benchmark import display_command, git_commit as head_commit, run_command  # noqa: E402
 from cxrlib.utils import atomic_write_bytes  # noqa: E402
 
 COLUMNS = ["table", "method", "k", "mining", "mixing", "seed", "split_seed", "profile", "data", "backbone",
@@ -63,6 +62,14 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def row_commit(run: Path, t: dict) -> str:
+    """The commit a run was trained at (stored beside it), else the previous CSV's value, else HEAD now."""
+    return t.get("commit") or PREVIOUS_COMMITS.get(str(run.name)) or git_commit()
+
+
+PREVIOUS_COMMITS: dict[str, str] = {}
+
+
 def run_one(cfg, seed: int, args) -> dict:
     table, method, k, mining, mixing = cfg
     tag = method if method == "patchcore" else f"wscxr_k{k}{'' if mining else '_nomine'}{'' if mixing else '_nomix'}"
@@ -78,7 +85,7 @@ def run_one(cfg, seed: int, args) -> dict:
         t = json.loads(info.read_text())
     else:
         seconds, peak = run_command(train, run / "train.log")
-        t = {"train_minutes": seconds / 60, "peak_train_gib": peak}
+        t = {"train_minutes": seconds / 60, "peak_train_gib": peak, "commit": git_commit()}
         info.write_text(json.dumps(t))
     scores = run / "test_scores.csv"
     score = ["score", "--checkpoint", str(run / "model.pt"), "--data", args.data, "--split", "test", "--out", str(scores),
@@ -95,8 +102,8 @@ def run_one(cfg, seed: int, args) -> dict:
             "acc": res["val_threshold"]["acc"], "f1": res["val_threshold"]["f1"],
             "acc_test_tuned": res["test_tuned"]["acc"], "f1_test_tuned": res["test_tuned"]["f1"],
             "val_auroc": ck["val_metrics"]["auroc"], "train_minutes": t["train_minutes"],
-            "peak_train_gib": t["peak_train_gib"], "train_command": "python -m cxrlib " + shlex.join(train),
-            "score_command": "python -m cxrlib " + shlex.join(score), "commit": git_commit()}
+            "peak_train_gib": t["peak_train_gib"], "train_command": display_command(train),
+            "score_command": display_command(score), "commit": row_commit(run, t)}
 
 
 def figure(rows: list[dict], path: Path) -> None:
@@ -158,6 +165,10 @@ def main(argv=None) -> int:
     out = Path(args.out or ROOT / "results" / f"wscxr_{args.profile}.csv")
     fig = Path(args.fig or ROOT / "figures" / f"wscxr_{args.profile}.png")
     rows = read_rows(out)
+    for r in rows:  # commits of runs listed before (their folders are named after the run, see run_one)
+        folder = Path(r.get("train_command", "").split("--out ")[-1].split(" ")[0]).name
+        if folder and r.get("commit"):
+            PREVIOUS_COMMITS[folder] = r["commit"]
     for seed in args.seeds:
         for cfg in CONFIGS:
             row = run_one(cfg, seed, args)
