@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export CXR_PROFILE=quick MPLBACKEND=Agg PYTHONHASHSEED=0
 exec .venv/bin/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
-    --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 900 "$@"
+    --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 1500 "$@"
