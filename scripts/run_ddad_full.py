@@ -1,11 +1,14 @@
 """DDAD-ASR with the full official recipe on the development split, through the command line only.
 
 For every configuration it runs ``python -m cxrlib train --method ddad ...`` (250 epochs per network, batch 64,
-Adam 5e-4; ASR-Net 100 epochs), then, for every score kind, ``train ... --score KIND --resume`` (which only
+Adam 5e-4; ASR-Net 100 epochs; the ``cpu`` profile trains this recipe in bf16 mixed precision, ``--profile full``
+in fp32), then, for every score kind, ``train ... --score KIND --resume`` (which only
 re-finalises the finished run: same weights, that kind's validation threshold) and
 ``python -m cxrlib score ... --split test``, and appends one row per score kind to ``results/ddad_full.csv``:
 development-test AUROC/AP, ACC/F1 at the validation threshold (and the test-tuned ones, labelled), training and
-wall-clock minutes, the command and the git commit. Only finished, scored runs become rows.
+wall-clock minutes, the command (data shown as ``PATH/<file>``) and the git commit. Only finished, scored runs
+become rows. Per-image scores go to ``results/ddad_full/<tag>_<kind>.csv`` (their JSON, which names this machine's
+paths, is not committed).
 
 Resumable: finished (configuration, score) rows are skipped; an interrupted training run continues with
 ``--resume`` from its last network checkpoint. Logs go to ``runs/ddad_full/<tag>.log``.
@@ -51,6 +54,18 @@ def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict
     for r in runs:
         r["tag"] = f"{r['protocol']}_{r['backbone']}_s{r['seed']}"
     return runs
+
+
+def public_path(data: str) -> str:
+    """The data argument as the CSV shows it: never a path of this machine (``PATH/<file name>``)."""
+    p = Path(data)
+    if not p.is_absolute() and not data.startswith(".."):
+        try:
+            (ROOT / p).resolve().relative_to(ROOT)
+            return data
+        except ValueError:
+            pass
+    return f"PATH/{p.name}"
 
 
 def git_commit() -> str:
@@ -128,7 +143,8 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
         import torch
 
         ck = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
-        command = shlex.join(["python"] + train[1:] + ["--score", kind]) + " && " + shlex.join(["python"] + score[1:])
+        shown = lambda cmd: shlex.join(["python"] + [public_path(a) if a == args.data else a for a in cmd[1:]])  # noqa: E731
+        command = shown(train + ["--score", kind]) + " && " + shown(score)
         append_row(csv_path, {
             "protocol": r["protocol"], "backbone": r["backbone"], "score": kind, "seed": r["seed"],
             "n_unlabelled": r["n_unlabelled"], "anomaly_rate": r["anomaly_rate"],
@@ -185,14 +201,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="zhanglab128_train.npz (or any source the data layer reads)")
     ap.add_argument("--csv", default="results/ddad_full.csv")
-    ap.add_argument("--figure", default="results/ddad_full.png")
+    ap.add_argument("--figure", default="figures/ddad_full.png")
     ap.add_argument("--runs-dir", default="runs/ddad_full")
     ap.add_argument("--jobs", type=int, default=1, help="configurations trained at once (2 on a free 2-core CPU)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     ap.add_argument("--weak", action="store_true", help="also WSCXR Table I's K = 2, 4, 8, 16 protocol")
     ap.add_argument("--weak-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--only", nargs="*", help="tags to run, e.g. semi_ae_s0")
-    ap.add_argument("--profile", default="cpu", help="cpu = full = the official recipe; quick only for a smoke test")
+    ap.add_argument("--profile", default="cpu",
+                    help="cpu (default): the official recipe in bf16 mixed precision; full: the same in fp32; "
+                         "quick only for a smoke test")
     ap.add_argument("--n-unlabelled", type=int, default=700, help="pool size of the semi-supervised runs")
     ap.add_argument("--extra", default="", help="more train options (smoke tests only, e.g. '--epochs 1')")
     ap.add_argument("--figure-only", action="store_true")

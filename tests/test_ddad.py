@@ -163,9 +163,10 @@ def _all_weights(folder, cfg):
     return {n: torch.load(folder / f"{n}.pt", weights_only=False)["net"] for n in ddad.network_names(cfg.ensemble)}
 
 
-def test_exact_resume_across_networks(tmp_path, tiny_data):
+@pytest.mark.parametrize("fast", [False, True], ids=["fp32", "bf16-channels-last"])
+def test_exact_resume_across_networks(tmp_path, tiny_data, fast):
     ds, split = tiny_data
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(precision="bf16", channels_last=True) if fast else tiny_cfg()
     quiet = dict(show_progress=False, log=lambda *_: None)
     full = ddad.fit_ddad(cfg, ds, split, tmp_path / "a", seed=3, **quiet)
     assert full["finished"]
@@ -182,6 +183,28 @@ def test_exact_resume_across_networks(tmp_path, tiny_data):
             assert torch.equal(a[name][k], b[name][k]), (name, k)
     with pytest.raises(Exception, match="another run"):
         ddad.fit_ddad(cfg, ds, split, tmp_path / "b", seed=4, resume=True, **quiet)
+
+
+def test_cpu_profile_is_the_official_recipe_in_mixed_precision():
+    full, cpu = ddad.ddad_config("full"), ddad.ddad_config("cpu")
+    assert (full.precision, full.channels_last) == ("fp32", False)
+    assert (cpu.precision, cpu.channels_last) == ("bf16", True)
+    # every other setting (epochs, batches, learning rates, widths, pool) is the official one
+    assert cpu.replace(precision="fp32", channels_last=False) == full
+    with pytest.raises(ValueError, match="precision"):
+        ddad.ddad_config("full", precision="fp16")
+
+
+def test_bf16_training_keeps_fp32_weights_and_scores_like_fp32(tmp_path, tiny_data):
+    ds, split = tiny_data
+    cfg = tiny_cfg(precision="bf16", channels_last=True)
+    ddad.fit_ddad(cfg, ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
+    ddad.finalize_ddad(tmp_path, cfg, ds, split, seed=0)
+    ck = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert all(v.dtype in (torch.float32, torch.int64) for w in ck["weights"].values() for v in w.values())
+    scorer = load_scorer(tmp_path / "model.pt")
+    s = scorer.scores(ds.images[split.val])
+    assert all(np.isfinite(v).all() and v.dtype == np.float64 for v in s.values())
 
 
 def test_nan_guard_names_network_epoch_and_term(tmp_path, tiny_data, monkeypatch):
