@@ -110,6 +110,7 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
     if not todo:
         print(f"[{r['tag']}] all scores done, skipped", flush=True)
         return
+    commit = git_commit()  # the code the run trains with, even if the tree moves on while it trains
     run_dir = ROOT / args.runs_dir / r["tag"]
     log = ROOT / args.runs_dir / f"{r['tag']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
             "acc_test_tuned": f"{res['test_tuned']['acc']:.4f}", "f1_test_tuned": f"{res['test_tuned']['f1']:.4f}",
             "val_auroc": f"{ck['val_metrics'][kind]['auroc']:.4f}",
             "train_minutes": f"{ck['train_seconds'] / 60:.1f}", "wall_minutes": f"{wall_minutes:.1f}",
-            "threads": args.threads, "command": command, "git_commit": git_commit(),
+            "threads": args.threads, "command": command, "git_commit": commit,
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         })
         print(f"[{r['tag']}] {kind}: dev-test AUROC {res['auroc']:.4f} AP {res['ap']:.4f}", flush=True)
