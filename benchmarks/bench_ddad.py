@@ -50,7 +50,8 @@ def _worker(spec: dict) -> dict:
     from cxrlib import ddad
 
     torch.set_num_threads(spec["threads"])
-    cfg = ddad.ddad_config(spec["profile"], backbone="ae" if spec["net"] == "refine" else spec["net"],
+    backbone = spec["net"] if spec["net"] in ("ae", "memae", "aeu") else "ae"
+    cfg = ddad.ddad_config(spec["profile"], backbone=backbone,
                            epochs=spec["epochs"] + 1, refine_epochs=spec["epochs"] + 1)
     g = torch.Generator().manual_seed(0)
     quiet = dict(show_progress=False, log=lambda *_: None, budget=ddad._Budget(None))
@@ -159,6 +160,9 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(_peak_wrapper(json.loads(args.worker))))
         return 0
+    out = Path(args.out_dir)
+    # a run of a subset replaces those measurements and keeps the others
+    old = json.loads((out / "ddad_speed.json").read_text())["rows"] if (out / "ddad_speed.json").exists() else []
     rows = []
     for net in args.nets.split(","):
         for th in map(int, args.threads.split(",")):
@@ -168,6 +172,8 @@ def main(argv=None) -> int:
                 rows.append(res)
                 print(f"{net:7s} {prof:5s} {th} thr: " + (f"{res['images_per_s']:.1f} img/s, peak "
                       f"{res['peak_gib']:.2f} GiB" if "images_per_s" in res else res["error"]), flush=True)
+    new = {(r["net"], r["profile"], r["threads"]) for r in rows}
+    rows = [r for r in old if (r["net"], r["profile"], r["threads"]) not in new] + rows
     import torch
 
     try:
@@ -181,7 +187,6 @@ def main(argv=None) -> int:
                 if ln.lower().startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     command = "python benchmarks/bench_ddad.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit + (" (dirty)" if dirty else ""),

@@ -140,8 +140,8 @@ def ddad_config(profile: str = "quick", **overrides) -> DDADConfig:
 
     - ``full``: the official recipe in fp32 (DDAD's 64-px networks are small enough for a CPU).
     - ``cpu``: the same recipe (epochs, batches, learning rates, networks) trained in bf16 mixed precision with
-      channels-last tensors: 2.2x (backbones) to 2.8x (ASR-Net) faster per iteration on this project's 2-core CPU
-      (``benchmarks/bench_ddad.py``), which is what lets the five full-recipe configurations run in hours.
+      channels-last tensors: 1.4-1.7x (backbones) and 1.9-2.3x (ASR-Net) more training images per second on this
+      project's 2-core CPU (``benchmarks/results/ddad_speed.md``), about an hour per configuration per core.
     - ``quick``: the embedded sample for CI and a first look: the official backbones with a narrower hidden
       layer (512), 10 epochs per network at batch 16 and lr 1e-3 (more steps for the same time), a pool of 100
       (rate 0.6), and a 32-channel ASR-Net for 4 epochs.
