@@ -156,6 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="timed epochs (or inference passes) per measurement")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--report", action="store_true", help="only rewrite the .md and .png from the .json")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(_peak_wrapper(json.loads(args.worker))))
@@ -164,6 +165,10 @@ def main(argv=None) -> int:
     # a run of a subset replaces those measurements and keeps the others
     old = json.loads((out / "ddad_speed.json").read_text())["rows"] if (out / "ddad_speed.json").exists() else []
     rows = []
+    if args.report:
+        data = json.loads((out / "ddad_speed.json").read_text())
+        _write_report(data["machine"], data["rows"], out, args.epochs)
+        return 0
     for net in args.nets.split(","):
         for th in map(int, args.threads.split(",")):
             for prof in (args.profiles.split(",") if net != "infer" else ["full"]):
@@ -192,18 +197,28 @@ def main(argv=None) -> int:
             "python": platform.python_version(), "commit": commit + (" (dirty)" if dirty else ""),
             "command": command.strip()}
     (out / "ddad_speed.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
+    _write_report(meta, rows, out, args.epochs)
+    return 0
+
+
+def _write_report(meta: dict, rows: list[dict], out: Path, epochs: int) -> None:
+    ok = [r for r in rows if "images_per_s" in r]
+    failed = [r for r in rows if "images_per_s" not in r]
+    cpu = meta["cpu"]
     md = (f"# DDAD-ASR training speed: fp32 (official recipe, `full`) vs bf16 + channels-last (`cpu`)\n\n"
-          f"CPU: {cpu} ({os.cpu_count()} logical CPUs), torch {torch.__version__}; commit {meta['commit']}.\n"
+          f"CPU: {cpu} ({meta['logical_cpus']} logical CPUs), torch {meta['torch']}; commit {meta['commit']}.\n"
           f"Command: `{meta['command']}`\n\n"
           f"Training: whole epochs of the project's training code on the development split's image counts "
           f"(UDM network: {N_TRAIN['udm']} images at batch 64; ASR-Net: {N_TRAIN['refine']} at batch 8), median of "
-          f"{args.epochs} timed epochs after one warm-up. Inference: the fp32 scorer (6 networks + ASR-Net, all "
+          f"{epochs} timed epochs after one warm-up. Inference: the fp32 scorer (6 networks + ASR-Net, all "
           f"score kinds) on 256 images at batch 64. Peak: resident memory of a fresh process per measurement.\n\n"
-          + _table(rows))
+          + _table(ok))
+    if failed:
+        md += "\nNot measured (the measurement failed): " + "; ".join(
+            f"{r['net']} {r['profile']} {r['threads']} thr. ({r['error']})" for r in failed) + "\n"
     (out / "ddad_speed.md").write_text(md)
-    _figure(rows, out / "ddad_speed.png")
+    _figure(ok, out / "ddad_speed.png")
     print(md)
-    return 0
 
 
 if __name__ == "__main__":
