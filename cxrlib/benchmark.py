@@ -294,7 +294,9 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
     rows = read_rows(csv_path)
     paper = {}
     for r in paper_rows():
-        if r["method"] not in paper and r["variant"] in ("", "K=16"):
+        # DDAD's only ZhangLab number (WSCXR Table I) gives it K anomalies as its unlabelled set, not the
+        # semi-supervised pool of this table's DDAD row: not the same protocol, so not printed beside it
+        if r["method"] not in paper and r["variant"] in ("", "K=16") and r["method"] != "ddad":
             paper[r["method"]] = f"{r['auroc']}" + (f" ± {r['auroc_std']}" if r["auroc_std"] is not None else "")
     rel = display_path or Path(csv_path).as_posix()
     commands = sorted({r["train_command"] for r in rows})
@@ -309,9 +311,10 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
     return "\n".join(text)
 
 
-def replace_readme_section(readme: str, section: str) -> str:
-    """``readme`` with the text between the results markers replaced by ``section`` (markers included)."""
-    if README_START not in readme or README_END not in readme:
-        raise ValueError(f"README has no {README_START} ... {README_END} block")
-    a, b = readme.index(README_START), readme.index(README_END) + len(README_END)
+def replace_readme_section(readme: str, section: str, start: str = README_START, end: str = README_END) -> str:
+    """``readme`` with the text between the ``start`` and ``end`` markers replaced by ``section`` (which
+    carries the markers itself)."""
+    if start not in readme or end not in readme:
+        raise ValueError(f"README has no {start} ... {end} block")
+    a, b = readme.index(start), readme.index(end) + len(end)
     return readme[:a] + section + readme[b:]

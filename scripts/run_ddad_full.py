@@ -22,7 +22,7 @@ Configurations:
 Usage::
 
     python scripts/run_ddad_full.py --data PATH/zhanglab128_train.npz [--jobs 2] [--threads 1] [--weak]
-    python scripts/run_ddad_full.py --figure-only
+    python scripts/run_ddad_full.py --report   # figure and README block from the CSV
 """
 from __future__ import annotations
 
@@ -198,6 +198,64 @@ def figure(csv_path: Path, fig_path: Path) -> None:
     print(f"figure -> {fig_path}")
 
 
+README_START, README_END = "<!-- ddad:start -->", "<!-- ddad:end -->"
+BACKBONE_NAMES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U"}
+
+
+def summary_table(csv_path: Path) -> str:
+    """Markdown: one line per (protocol, backbone, score), mean ± std over the seeds in ``csv_path``
+    (AUROC/AP, ACC/F1 at the validation threshold, in %; training and wall-clock minutes per run)."""
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    lines = ["| protocol | backbone | score | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | wall min |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    order = {k: i for i, k in enumerate(SCORES)}
+    groups = df.groupby(["protocol", "backbone", "score"], sort=False)
+    keys = sorted(groups.groups, key=lambda g: (g[0] != "semi", g[0], list(BACKBONE_NAMES).index(g[1])
+                                                if g[1] in BACKBONE_NAMES else 9, order.get(g[2], 9)))
+    for key in keys:
+        d = groups.get_group(key)
+        cell = lambda c: f"{100 * d[c].mean():.1f} ± {100 * (d[c].std(ddof=1) if len(d) > 1 else 0.0):.1f}"  # noqa: E731
+        prot = ("semi (pool {n}, rate {r:g})" if key[0] == "semi" else "{p} (pool {n}, rate {r:g})").format(
+            p=key[0], n=int(d.n_unlabelled.iloc[0]), r=float(d.anomaly_rate.iloc[0]))
+        lines.append(f"| {prot} | {BACKBONE_NAMES.get(key[1], key[1])} | {key[2]} | "
+                     f"{', '.join(str(s) for s in sorted(d.seed))} | {cell('auroc')} | {cell('ap')} | "
+                     f"{cell('acc_val_threshold')} | {cell('f1_val_threshold')} | {d.train_minutes.mean():.0f} | "
+                     f"{d.wall_minutes.mean():.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_section(csv_path: Path, display_path: str = "results/ddad_full.csv") -> str:
+    """The README's DDAD full-recipe block, generated from ``csv_path`` (never typed by hand)."""
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    commits = ", ".join(sorted(set(df.git_commit.astype(str))))
+    threads = ", ".join(str(t) for t in sorted(set(df.threads)))
+    return "\n".join([
+        README_START,
+        f"Development-test split 0 of `zhanglab128_train.npz`, the official recipe in the `cpu` profile (bf16 "
+        f"autocast, fp32 weights and scores), {threads} torch thread(s) per run; AUROC/AP/ACC/F1 in %, mean ± std "
+        f"over seeds, ACC/F1 at the validation threshold. Generated from [`{display_path}`]({display_path}) by "
+        f"`python scripts/run_ddad_full.py --report`; every row's commands are in the CSV (commits {commits}).",
+        "", summary_table(csv_path).rstrip("\n"), "", README_END])
+
+
+def write_report(csv_path: Path, fig_path: Path, readme: Path = ROOT / "README.md") -> None:
+    """The figure and the README block from the CSV (the README is left alone when it has no block)."""
+    figure(csv_path, fig_path)
+    if not csv_path.exists() or not readme.exists():
+        return
+    text = readme.read_text()
+    if README_START in text:
+        sys.path.insert(0, str(ROOT))
+        from cxrlib.benchmark import replace_readme_section
+
+        readme.write_text(replace_readme_section(text, readme_section(csv_path), README_START, README_END))
+        print(f"README DDAD block regenerated from {csv_path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="zhanglab128_train.npz (or any source the data layer reads)")
@@ -214,11 +272,12 @@ def main() -> int:
                          "quick only for a smoke test")
     ap.add_argument("--n-unlabelled", type=int, default=700, help="pool size of the semi-supervised runs")
     ap.add_argument("--extra", default="", help="more train options (smoke tests only, e.g. '--epochs 1')")
-    ap.add_argument("--figure-only", action="store_true")
+    ap.add_argument("--report", "--figure-only", action="store_true", dest="report",
+                    help="only redraw the figure and regenerate the README's DDAD block from the CSV")
     args = ap.parse_args()
     csv_path, fig_path = ROOT / args.csv, ROOT / args.figure
-    if args.figure_only:
-        figure(csv_path, fig_path)
+    if args.report:
+        write_report(csv_path, fig_path)
         return 0
     if not args.data:
         ap.error("--data is required")

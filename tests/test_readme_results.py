@@ -16,3 +16,38 @@ def test_readme_results_section_matches_the_committed_csv():
     profile = Path(csv_path).parent.name
     expected = B.readme_results_section(ROOT / csv_path, profile, csv_path)
     assert expected in readme, "README results differ from the CSV: run python scripts/update_readme_results.py"
+
+
+def _ddad_report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_ddad_full", ROOT / "scripts" / "run_ddad_full.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_ddad_block_matches_the_committed_ddad_csv():
+    mod = _ddad_report_module()
+    readme = (ROOT / "README.md").read_text()
+    assert mod.README_START in readme and mod.README_END in readme
+    expected = mod.readme_section(ROOT / "results" / "ddad_full.csv")
+    assert expected in readme, "README DDAD block differs from the CSV: run python scripts/run_ddad_full.py --report"
+
+
+def test_ddad_summary_table_on_a_constructed_csv(tmp_path):
+    mod = _ddad_report_module()
+    rows = [dict(protocol="semi", backbone="ae", score="asr", seed=s, n_unlabelled=700, anomaly_rate=0.6,
+                 auroc=a, ap=0.5, acc_val_threshold=0.7, f1_val_threshold=0.8, acc_test_tuned=0.7, f1_test_tuned=0.8,
+                 val_auroc=0.9, train_minutes=m, wall_minutes=m, threads=1, command="c", git_commit="abc",
+                 finished_at="t") for s, a, m in ((0, 0.90, 60.0), (1, 0.94, 70.0))]
+    import csv
+
+    path = tmp_path / "d.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    table = mod.summary_table(path)
+    # mean 92.0, sample std of (90, 94) = 2.83
+    assert "| semi (pool 700, rate 0.6) | AE | asr | 0, 1 | 92.0 ± 2.8 | 50.0 ± 0.0 | 70.0 ± 0.0 | 80.0 ± 0.0 | 65 | 65 |" in table
