@@ -142,13 +142,13 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
     info_path = run / "bench_train.json"
     if (run / "model.pt").exists() and info_path.exists():
         info = json.loads(info_path.read_text())
-        log(f"{method} [{variant}] seed {seed}: reusing {run}")
+        log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))}")
     elif (run / "model.pt").exists():  # trained by a notebook: its checkpoint knows the training time
         import torch
 
         ck = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
         info = {"train_minutes": float(ck.get("train_seconds", float("nan"))) / 60, "peak_train_gib": ""}
-        log(f"{method} [{variant}] seed {seed}: reusing {run} (trained elsewhere; peak memory not measured)")
+        log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))} (trained elsewhere; peak memory not measured)")
     else:
         log(f"{method} [{variant}] seed {seed}: training ({profile} profile) ...")
         if (run / "last.pt").exists():
