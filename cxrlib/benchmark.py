@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .utils import atomic_write_bytes, atomic_write_json, repo_root
+from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_root
 
-__all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "run_command", "run_row", "read_rows", "write_rows", "summarize",
+__all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "summarize",
            "summary_markdown", "localisation_row", "git_commit"]
 
 class CommandError(RuntimeError):
@@ -53,6 +53,11 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
     "wscxr": {"K=16, random backbone": ["--k", "16", "--weights", "random"]},
     "ddad": {"AE, ASR": ["--backbone", "ae", "--score", "asr"]},
 }
+
+#: method -> the variant of :data:`cxrlib.paper_numbers.PAPER_RESULTS` trained like the table's row (printed beside
+#: it). Absent methods get no paper number: CRTSC reports only partial ablations, and DDAD's only ZhangLab number
+#: (WSCXR Table I) gives it K anomalies as its unlabelled set, not the semi-supervised pool of the table's row.
+PAPER_VARIANT: dict[str, str] = {"squid": "", "patchcore": "", "wscxr": "K=16"}
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -101,10 +106,8 @@ def _display(arg: str) -> str:
         if ".." not in p.parts or not p.exists():
             return arg
         p = p.resolve()  # a relative path that climbs out of the repository, e.g. ../shared/data/x.npz
-    try:
-        return p.relative_to(repo_root()).as_posix()
-    except ValueError:
-        return f"PATH/{p.name}"
+    shown = repo_relative(p)
+    return f"PATH/{p.name}" if shown.is_absolute() else shown.as_posix()
 
 
 def display_command(argv: list[str]) -> str:
@@ -294,9 +297,7 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
     rows = read_rows(csv_path)
     paper = {}
     for r in paper_rows():
-        # DDAD's only ZhangLab number (WSCXR Table I) gives it K anomalies as its unlabelled set, not the
-        # semi-supervised pool of this table's DDAD row: not the same protocol, so not printed beside it
-        if r["method"] not in paper and r["variant"] in ("", "K=16") and r["method"] != "ddad":
+        if PAPER_VARIANT.get(r["method"]) == r["variant"] and r["method"] not in paper:
             paper[r["method"]] = f"{r['auroc']}" + (f" ± {r['auroc_std']}" if r["auroc_std"] is not None else "")
     rel = display_path or Path(csv_path).as_posix()
     commands = sorted({r["train_command"] for r in rows})

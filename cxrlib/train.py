@@ -273,14 +273,11 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
 def matching_model(model: Path, cfg_dict: dict, seed: int, source, log=print) -> dict | None:
     """The finished ``model.pt`` checkpoint when it was trained with exactly this configuration, seed and
     data (what the notebooks' ``train_or_load`` helpers reuse), else ``None`` (logging why, if it exists)."""
-    from .utils import repo_root
+    from .utils import repo_relative
 
     if not model.exists():
         return None
-    try:  # a notebook's output shows runs/..., not this machine's folders
-        shown = Path(model).resolve().relative_to(repo_root())
-    except ValueError:
-        shown = Path(model)
+    shown = repo_relative(model)  # a notebook's output shows runs/..., not this machine's folders
     ck = torch.load(model, map_location="cpu", weights_only=False)
     if ck.get("cfg") == cfg_dict and ck.get("seed") == seed and ck.get("data") == str(source):
         log(f"reusing the trained model in {shown.parent}")

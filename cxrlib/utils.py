@@ -12,7 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "PROFILES", "get_profile", "set_seed", "get_device", "progress", "atomic_write_bytes",
-    "atomic_torch_save", "atomic_write_json", "repo_root",
+    "atomic_torch_save", "atomic_write_json", "repo_root", "repo_relative",
 ]
 
 #: The three run profiles. ``quick``: CI and a first look on a laptop CPU (the embedded sample,
@@ -32,6 +32,16 @@ def get_profile(default: str = "quick") -> str:
 def repo_root() -> Path:
     """The repository root (the folder holding ``cxrlib/``, ``data/``, ``notebooks/``)."""
     return Path(__file__).resolve().parent.parent
+
+
+def repo_relative(path) -> Path:
+    """``path`` relative to the repository root when it lies inside it (what logs and results show instead of
+    this machine's folders), else ``path`` unchanged. Symbolic links are not followed: a linked run folder keeps
+    the name it was given."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(repo_root())
+    except ValueError:
+        return Path(path)
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:

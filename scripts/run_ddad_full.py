@@ -217,8 +217,7 @@ def summary_table(csv_path: Path) -> str:
     for key in keys:
         d = groups.get_group(key)
         cell = lambda c: f"{100 * d[c].mean():.1f} ± {100 * (d[c].std(ddof=1) if len(d) > 1 else 0.0):.1f}"  # noqa: E731
-        prot = ("semi (pool {n}, rate {r:g})" if key[0] == "semi" else "{p} (pool {n}, rate {r:g})").format(
-            p=key[0], n=int(d.n_unlabelled.iloc[0]), r=float(d.anomaly_rate.iloc[0]))
+        prot = f"{key[0]} (pool {int(d.n_unlabelled.iloc[0])}, rate {float(d.anomaly_rate.iloc[0]):g})"
         lines.append(f"| {prot} | {BACKBONE_NAMES.get(key[1], key[1])} | {key[2]} | "
                      f"{', '.join(str(s) for s in sorted(d.seed))} | {cell('auroc')} | {cell('ap')} | "
                      f"{cell('acc_val_threshold')} | {cell('f1_val_threshold')} | {d.train_minutes.mean():.0f} | "
@@ -249,7 +248,6 @@ def write_report(csv_path: Path, fig_path: Path, readme: Path = ROOT / "README.m
         return
     text = readme.read_text()
     if README_START in text:
-        sys.path.insert(0, str(ROOT))
         from cxrlib.benchmark import replace_readme_section
 
         readme.write_text(replace_readme_section(text, readme_section(csv_path), README_START, README_END))
