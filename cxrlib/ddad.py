@@ -48,7 +48,7 @@ from .train import FORMAT_VERSION, CheckpointError, TrainingDivergedError
 
 __all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "focal_loss", "synthetic_anomalies",
            "discrepancy_maps", "fit_ddad", "finalize_ddad", "train_or_load", "evaluate_kinds",
-           "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names"]
+           "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names", "reuse_ndm"]
 
 #: Score kinds: ensemble reconstruction error, intra-, inter-discrepancy, ASR-Net refined map.
 SCORES = ("rec", "intra", "inter", "asr")
@@ -344,6 +344,17 @@ class _Budget:
         self.left = math.inf if epochs is None else int(epochs)
 
 
+#: Settings that only shape the unlabelled pool: the NDM, trained on the labelled normals alone, ignores them.
+POOL_FIELDS = ("n_unlabelled", "anomaly_rate")
+
+
+def _images_fingerprint(x) -> str:
+    """SHA-1 of a training tensor's bytes: two runs' networks saw the same images in the same order iff equal."""
+    import hashlib
+
+    return hashlib.sha1(x.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
 def _load_state(path: Path, cfg: DDADConfig, seed: int, device):
     import torch
 
@@ -366,10 +377,14 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
     torch.manual_seed(_net_seed(seed, name))
     net = _layout(_build(cfg).to(device), cfg)
     opt = _adam(net.parameters(), cfg.lr, cfg.betas, cfg.weight_decay)
+    fingerprint = _images_fingerprint(x_train)
     state = {"name": name, "cfg": cfg.training_dict(), "seed": seed, "epoch": 0, "history": [], "finished": False,
-             "train_seconds": 0.0, "n_train": len(x_train)}
+             "train_seconds": 0.0, "n_train": len(x_train), "images_sha1": fingerprint}
     if path.exists():
         state = _load_state(path, cfg, seed, device)
+        if state.get("images_sha1", fingerprint) != fingerprint:  # older checkpoints have no fingerprint
+            raise CheckpointError(f"{path}: was trained on other images than this run's ({what}); use a new "
+                                  f"--out folder or the same data and split")
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         if state["finished"]:
@@ -529,8 +544,50 @@ def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progr
     return net, state
 
 
+def reuse_ndm(src_dir, out_dir, cfg: DDADConfig, seed: int, x_normal, log=print) -> list[str]:
+    """Copy the finished NDM networks of another run into ``out_dir`` instead of training them again.
+
+    The NDM sees the labelled normals only, so two runs that differ in nothing but the unlabelled pool (WSCXR
+    Table I's K = 2, 4, 8, 16 protocol: the pool is K anomalies, the normals stay the same) train bit-identical
+    NDM networks. Each source network must be finished and have the same configuration apart from
+    :data:`POOL_FIELDS`, the same seed and the same training images (SHA-1 of the tensor, in order); anything else
+    is an error, never a silent retrain. The copy records ``reused_from`` and keeps its training time.
+
+    Args:
+        src_dir: the other run's folder (``ndm*.pt``); out_dir: this run's; x_normal: ``(N, 1, S, S)`` this
+            run's NDM training images.
+    Returns:
+        the copied network names.
+    """
+    import torch
+
+    from .utils import atomic_torch_save
+
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    mine = {k: v for k, v in cfg.training_dict().items() if k not in POOL_FIELDS}
+    fingerprint = _images_fingerprint(x_normal)
+    copied = []
+    for name in (n for n in network_names(cfg.ensemble) if n.startswith("ndm")):
+        src = src_dir / f"{name}.pt"
+        if not src.exists():
+            raise CheckpointError(f"{src}: missing; --ndm-from needs a run whose NDM networks are trained")
+        state = torch.load(src, map_location="cpu", weights_only=False)
+        theirs = {k: v for k, v in state.get("cfg", {}).items() if k not in POOL_FIELDS}
+        problem = ("its training is unfinished" if not state.get("finished") else
+                   "its configuration differs (apart from the pool)" if theirs != mine else
+                   f"its seed is {state.get('seed')}, this run's {seed}" if state.get("seed") != seed else
+                   "it has no image fingerprint (trained by older code)" if "images_sha1" not in state else
+                   "it was trained on other normal images" if state["images_sha1"] != fingerprint else None)
+        if problem:
+            raise CheckpointError(f"{src}: cannot reuse this NDM network: {problem}")
+        atomic_torch_save({**state, "cfg": cfg.training_dict(), "reused_from": str(src)}, out_dir / f"{name}.pt")
+        copied.append(name)
+    log(f"NDM networks {', '.join(copied)} reused from {src_dir} (same normals, configuration and seed)")
+    return copied
+
+
 def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = False, device=None,
-             show_progress: bool = True, log=print, max_epochs: int | None = None) -> dict:
+             show_progress: bool = True, log=print, max_epochs: int | None = None, ndm_from=None) -> dict:
     """Train the 2 x ``cfg.ensemble`` reconstruction networks and ASR-Net.
 
     Args:
@@ -541,6 +598,8 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
         resume: continue from those files (finished networks are kept). Without it, existing network files
             are replaced.
         max_epochs: stop after this many epochs in this call, summed over the networks (tests, staged runs).
+        ndm_from: a run folder whose finished NDM networks this run takes over (:func:`reuse_ndm`) rather than
+            trains; networks already finished in ``out_dir`` are kept.
 
     Returns:
         ``{"finished", "train_seconds", "states": {name: state without weights}}``.
@@ -563,6 +622,8 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
     x_normal = _images_tensor(ds, split.train, cfg.image_size).to(device)
     x_udm = _images_tensor(ds, np.concatenate([split.train, split.unlabelled]), cfg.image_size).to(device)
     x_val, y_val = _images_tensor(ds, split.val, cfg.image_size).to(device), ds.labels[split.val]
+    if ndm_from is not None and not all(_finished(out_dir / f"{n}.pt") for n in names if n.startswith("ndm")):
+        reuse_ndm(ndm_from, out_dir, cfg, seed, x_normal, log)
     budget = _Budget(max_epochs)
     nets, states = {}, {}
     for name in names[:-1]:
@@ -579,6 +640,12 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
                                                    show_progress, log, budget)
     return {"finished": states["refine"]["finished"], "states": _strip(states),
             "train_seconds": sum(s["train_seconds"] for s in states.values())}
+
+
+def _finished(path: Path) -> bool:
+    import torch
+
+    return path.exists() and bool(torch.load(path, map_location="cpu", weights_only=False).get("finished"))
 
 
 def _strip(states: dict) -> dict:
@@ -747,6 +814,9 @@ def add_train_arguments(group) -> None:
     group.add_argument("--refine-epochs", type=int, default=None, help="override the ASR-Net epochs")
     group.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (1 is fastest when other jobs share the CPU)")
+    group.add_argument("--ndm-from", default=None, metavar="RUN_DIR",
+                       help="take the finished NDM networks of another run that differs only in its unlabelled "
+                            "pool (checked: configuration, seed, normal images) instead of training them")
 
 
 def _config_from_args(args) -> DDADConfig:
@@ -774,7 +844,7 @@ def train_from_args(args) -> Path | None:
           f"{torch.get_num_threads()} threads")
     t0 = time.time()
     summary = fit_ddad(cfg, ds, split, args.out, seed=args.seed, resume=args.resume, device=args.device,
-                       show_progress=not args.no_progress)
+                       show_progress=not args.no_progress, ndm_from=getattr(args, "ndm_from", None))
     if not summary["finished"]:
         return None
     print(f"all {len(summary['states'])} networks trained: {summary['train_seconds'] / 60:.1f} min of training "

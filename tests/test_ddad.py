@@ -185,6 +185,39 @@ def test_exact_resume_across_networks(tmp_path, tiny_data, fast):
         ddad.fit_ddad(cfg, ds, split, tmp_path / "b", seed=4, resume=True, **quiet)
 
 
+def test_ndm_reuse_is_the_same_as_training_it(tmp_path, tiny_data):
+    """WSCXR Table I's protocol changes only the pool: a run taking the NDM of another trains the same model."""
+    import copy
+
+    from cxrlib.train import CheckpointError
+
+    ds, split = tiny_data
+    other = copy.deepcopy(split)
+    other.unlabelled = split.unlabelled[::2]  # another pool, the same labelled normals
+    quiet = dict(show_progress=False, log=lambda *_: None)
+    cfg_a, cfg_b = tiny_cfg(), tiny_cfg(n_unlabelled=10, anomaly_rate=1.0)
+    ddad.fit_ddad(cfg_a, ds, split, tmp_path / "a", seed=1, **quiet)
+    ddad.fit_ddad(cfg_b, ds, other, tmp_path / "scratch", seed=1, **quiet)
+    ddad.fit_ddad(cfg_b, ds, other, tmp_path / "reused", seed=1, ndm_from=tmp_path / "a", **quiet)
+    scratch, reused = _all_weights(tmp_path / "scratch", cfg_b), _all_weights(tmp_path / "reused", cfg_b)
+    for name in scratch:  # NDM copied, UDM and ASR-Net trained: all bit-identical to training everything
+        assert all(torch.equal(scratch[name][k], reused[name][k]) for k in scratch[name]), name
+    st = torch.load(tmp_path / "reused" / "ndm0.pt", weights_only=False)
+    assert st["reused_from"].endswith("ndm0.pt") and st["cfg"] == cfg_b.training_dict()
+    ddad.finalize_ddad(tmp_path / "reused", cfg_b, ds, other, seed=1)  # the copies pass the run's own checks
+    fewer = copy.deepcopy(other)
+    fewer.train = other.train[:32]
+    for kw, message in [(dict(seed=2, split=other), "seed is 1"),
+                        (dict(seed=1, split=fewer), "other normal images"),
+                        (dict(seed=1, split=other, cfg=tiny_cfg(n_unlabelled=10, latent=8)), "configuration")]:
+        with pytest.raises(CheckpointError, match=message):
+            ddad.fit_ddad(kw.get("cfg", cfg_b), ds, kw["split"], tmp_path / "bad", seed=kw["seed"],
+                          ndm_from=tmp_path / "a", **quiet)
+    # resuming in a folder that holds networks of other images is refused too
+    with pytest.raises(CheckpointError, match="other images"):
+        ddad.fit_ddad(cfg_b, ds, fewer, tmp_path / "reused", seed=1, resume=True, **quiet)
+
+
 def test_cpu_profile_is_the_official_recipe_in_mixed_precision():
     full, cpu = ddad.ddad_config("full"), ddad.ddad_config("cpu")
     assert (full.precision, full.channels_last) == ("fp32", False)
