@@ -43,6 +43,7 @@ FIELDS = ["protocol", "backbone", "score", "seed", "n_unlabelled", "anomaly_rate
           "f1_val_threshold", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "wall_minutes",
           "threads", "command", "git_commit", "finished_at"]
 LOCK = threading.Lock()
+WEAK_K = (16, 2, 4, 8)  # the order they train in (WSCXR Table I's K values)
 
 
 def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict]:
@@ -50,7 +51,7 @@ def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict
             for b, s in (("ae", 0), ("ae", 1), ("ae", 2), ("memae", 0), ("aeu", 0))]
     if weak:
         runs += [dict(protocol=f"weak_k{k}", backbone="ae", seed=s, n_unlabelled=k, anomaly_rate=1.0)
-                 for k in (2, 4, 8, 16) for s in weak_seeds]
+                 for k in WEAK_K for s in weak_seeds]
     for r in runs:
         r["tag"] = f"{r['protocol']}_{r['backbone']}_s{r['seed']}"
     return runs
@@ -104,6 +105,24 @@ def run(cmd: list[str], log: Path) -> None:
         raise RuntimeError(f"command failed ({rc}), see {log}: {shlex.join(cmd)}")
 
 
+def ndm_donor(r: dict, args) -> Path | None:
+    """A weak-protocol run's NDM is the same network for every K (the pool is all that changes): take it from
+    the first run of the same seed whose NDM networks are finished, if any (``cxrlib train --ndm-from``)."""
+    if not r["protocol"].startswith("weak"):
+        return None
+    import torch
+
+    for k in WEAK_K:
+        other = ROOT / args.runs_dir / f"weak_k{k}_{r['backbone']}_s{r['seed']}"
+        if other.name == r["tag"]:
+            continue
+        paths = [other / f"ndm{i}.pt" for i in range(3)]
+        if all(p.exists() for p in paths) and all(
+                torch.load(p, map_location="cpu", weights_only=False).get("finished") for p in paths):
+            return other
+    return None
+
+
 def run_configuration(r: dict, args, csv_path: Path) -> None:
     finished = done_rows(csv_path)
     todo = [k for k in SCORES if (r["protocol"], r["backbone"], str(r["seed"]), k) not in finished]
@@ -119,6 +138,9 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
              "--seed", str(r["seed"]), "--backbone", r["backbone"], "--n-unlabelled", str(r["n_unlabelled"]),
              "--anomaly-rate", str(r["anomaly_rate"]), "--out", str(run_dir.relative_to(ROOT)), "--no-progress",
              "--threads", str(args.threads), *shlex.split(args.extra)]
+    donor = ndm_donor(r, args)
+    if donor is not None and not (run_dir / "model.pt").exists():
+        train += ["--ndm-from", str(donor.relative_to(ROOT))]
     wall_file = run_dir / "wall_seconds.json"
     if not (run_dir / "model.pt").exists():
         resume = ["--resume"] if (run_dir / "udm0.pt").exists() else []
