@@ -365,18 +365,21 @@ def _load_state(path: Path, cfg: DDADConfig, seed: int, device):
     return state
 
 
-def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, budget, x_val=None, y_val=None):
-    """Train (or resume) one reconstruction network on ``x_train`` ``(N, 1, S, S)`` in [-1, 1]. Returns
-    ``(net, state)``; ``state["finished"]`` is False when the budget ran out first."""
+def _train_network(name, cfg, net, opt, x_train, path, seed, device, epochs, run_epoch, show_progress, log,
+                   budget, log_every, on_finish=None):
+    """The epoch loop every DDAD network shares: resume from ``path``, epoch ``e``'s randomness seeded by
+    ``(seed, network, e)`` (so resuming is exact), atomic checkpoints at most every :data:`SAVE_EVERY_S` and at the
+    end, the epoch budget, progress bar and log lines.
+
+    ``run_epoch(epoch, generator) -> {term: mean over the epoch}`` trains one epoch; ``on_finish(state)`` runs after
+    the last one (before its checkpoint). Returns the state; ``state["finished"]`` is False when the budget ran
+    out first.
+    """
     import torch
 
-    from .models.ddad import heteroscedastic_loss, memory_entropy
     from .utils import atomic_torch_save, progress
 
     what = _describe(name, cfg.ensemble)
-    torch.manual_seed(_net_seed(seed, name))
-    net = _layout(_build(cfg).to(device), cfg)
-    opt = _adam(net.parameters(), cfg.lr, cfg.betas, cfg.weight_decay)
     fingerprint = _images_fingerprint(x_train)
     state = {"name": name, "cfg": cfg.training_dict(), "seed": seed, "epoch": 0, "history": [], "finished": False,
              "train_seconds": 0.0, "n_train": len(x_train), "images_sha1": fingerprint}
@@ -388,27 +391,60 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         if state["finished"]:
-            return net, state
+            return state
         log(f"{what}: resumed at epoch {state['epoch']}")
-    n_iter = len(x_train) // cfg.batch_size  # the official loader drops the last partial batch (BatchNorm)
-    if n_iter == 0:
-        raise ValueError(f"{what}: {len(x_train)} training images, fewer than one batch of {cfg.batch_size}")
 
     def save():
         atomic_torch_save({**state, "net": net.state_dict(), "opt": opt.state_dict()}, path)
 
     last_save = time.time()
-    bar = progress(range(state["epoch"], cfg.epochs), enabled=show_progress, desc=what,
-                   initial=state["epoch"], total=cfg.epochs)
+    bar = progress(range(state["epoch"], epochs), enabled=show_progress, desc=what, initial=state["epoch"],
+                   total=epochs)
     for epoch in bar:
         if budget.left <= 0:
             save()
-            return net, state
+            return state
         t0 = time.time()
         g = torch.Generator().manual_seed(_net_seed(seed, name) * 100_003 + epoch)
         torch.manual_seed(_net_seed(seed, name) * 100_003 + epoch)
-        order = torch.randperm(len(x_train), generator=g).to(x_train.device)
         net.train()
+        means = run_epoch(epoch, g)
+        seconds = time.time() - t0
+        state["history"].append({"epoch": epoch, "seconds": seconds, **means})
+        state["epoch"], state["train_seconds"] = epoch + 1, state["train_seconds"] + seconds
+        budget.left -= 1
+        if show_progress:
+            bar.set_postfix({k.split()[0]: f"{v:.4g}" for k, v in means.items()})
+        if (epoch + 1) % log_every == 0 or epoch == 0 or epoch + 1 == epochs:
+            log(f"{what} epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items())
+                + f"  ({seconds:.2f} s/epoch)")
+        state["finished"] = epoch + 1 == epochs
+        if state["finished"] and on_finish is not None:
+            on_finish(state)
+        if state["finished"] or time.time() - last_save > SAVE_EVERY_S:
+            save()
+            last_save = time.time()
+    return state
+
+
+def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, budget, x_val=None, y_val=None):
+    """Train (or resume) one reconstruction network on ``x_train`` ``(N, 1, S, S)`` in [-1, 1] (squared error;
+    MemAE adds the entropy of its memory weights, AE-U is trained with the heteroscedastic loss). Returns
+    ``(net, state)``; ``state["finished"]`` is False when the budget ran out first."""
+    import torch
+
+    from .models.ddad import heteroscedastic_loss, memory_entropy
+
+    what = _describe(name, cfg.ensemble)
+    torch.manual_seed(_net_seed(seed, name))
+    net = _layout(_build(cfg).to(device), cfg)
+    opt = _adam(net.parameters(), cfg.lr, cfg.betas, cfg.weight_decay)
+    n_iter = len(x_train) // cfg.batch_size  # the official loader drops the last partial batch (BatchNorm)
+    if n_iter == 0:
+        raise ValueError(f"{what}: {len(x_train)} training images, fewer than one batch of {cfg.batch_size}")
+
+    def run_epoch(epoch, g):
+        order = torch.randperm(len(x_train), generator=g).to(x_train.device)
         sums: dict[str, float] = {}
         for it in range(n_iter):
             x = _layout(x_train[order[it * cfg.batch_size:(it + 1) * cfg.batch_size]], cfg)
@@ -434,25 +470,16 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
             opt.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-        seconds = time.time() - t0
-        means = {k: v / n_iter for k, v in sums.items()}
-        state["history"].append({"epoch": epoch, "seconds": seconds, **means})
-        state["epoch"], state["train_seconds"] = epoch + 1, state["train_seconds"] + seconds
-        budget.left -= 1
-        if show_progress:
-            bar.set_postfix({k.split()[0]: f"{v:.4g}" for k, v in means.items()})
-        if (epoch + 1) % 25 == 0 or epoch == 0 or epoch + 1 == cfg.epochs:
-            log(f"{what} epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items())
-                + f"  ({seconds:.2f} s/epoch)")
-        if epoch + 1 == cfg.epochs:
-            state["finished"] = True
-            if x_val is not None:
-                state["val_auroc_rec"] = _single_net_val_auroc(net, cfg, x_val, y_val)
-                log(f"{what}: finished in {state['train_seconds'] / 60:.1f} min; its own reconstruction-error "
-                    f"validation AUROC {state['val_auroc_rec']:.3f}")
-        if state["finished"] or time.time() - last_save > SAVE_EVERY_S:
-            save()
-            last_save = time.time()
+        return {k: v / n_iter for k, v in sums.items()}
+
+    def on_finish(state):
+        if x_val is not None:
+            state["val_auroc_rec"] = _single_net_val_auroc(net, cfg, x_val, y_val)
+            log(f"{what}: finished in {state['train_seconds'] / 60:.1f} min; its own reconstruction-error "
+                f"validation AUROC {state['val_auroc_rec']:.3f}")
+
+    state = _train_network(name, cfg, net, opt, x_train, path, seed, device, cfg.epochs, run_epoch, show_progress,
+                           log, budget, log_every=25, on_finish=on_finish)
     return net, state
 
 
@@ -474,42 +501,19 @@ def _single_net_val_auroc(net, cfg, x_val, y_val) -> float:
 
 
 def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progress, log, budget):
-    """Train (or resume) ASR-Net on synthetic anomalies of ``x_train`` (the labelled normals)."""
+    """Train (or resume) ASR-Net on synthetic anomalies of ``x_train`` (the labelled normals) with the focal loss."""
     import torch
-
-    from .utils import atomic_torch_save, progress
 
     name, what = "refine", _describe("refine", cfg.ensemble)
     torch.manual_seed(_net_seed(seed, name))
     net = _layout(_build_refine(cfg).to(device), cfg)
     opt = _adam(net.parameters(), cfg.refine_lr, cfg.betas, cfg.refine_weight_decay)
-    state = {"name": name, "cfg": cfg.training_dict(), "seed": seed, "epoch": 0, "history": [], "finished": False,
-             "train_seconds": 0.0, "n_train": len(x_train)}
-    if path.exists():
-        state = _load_state(path, cfg, seed, device)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if state["finished"]:
-            return net, state
-        log(f"{what}: resumed at epoch {state['epoch']}")
     bs = cfg.refine_batch_size
     n_iter = len(x_train) // bs
     if n_iter == 0:
         raise ValueError(f"{what}: {len(x_train)} training images, fewer than one batch of {bs}")
 
-    def save():
-        atomic_torch_save({**state, "net": net.state_dict(), "opt": opt.state_dict()}, path)
-
-    last_save = time.time()
-    bar = progress(range(state["epoch"], cfg.refine_epochs), enabled=show_progress, desc=what,
-                   initial=state["epoch"], total=cfg.refine_epochs)
-    for epoch in bar:
-        if budget.left <= 0:
-            save()
-            return net, state
-        t0 = time.time()
-        g = torch.Generator().manual_seed(_net_seed(seed, name) * 100_003 + epoch)
-        torch.manual_seed(_net_seed(seed, name) * 100_003 + epoch)
+    def run_epoch(epoch, g):
         order = torch.randperm(len(x_train), generator=g)
         # one epoch of synthetic images, and their discrepancy maps in large no-grad batches (cheap next to the
         # 128-channel ASR-Net, which dominates the time)
@@ -517,7 +521,7 @@ def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progr
         maps = discrepancy_maps(x_syn, *_ensemble_outputs(udm_nets, ndm_nets, x_syn))
         net_in = _layout(refine_inputs(maps, cfg.refine_input), cfg)
         mask = mask.to(device)
-        net.train()
+        net.train()  # _ensemble_outputs put the networks it ran in eval mode; ASR-Net trains
         total = 0.0
         for it in range(n_iter):
             sl = slice(it * bs, (it + 1) * bs)
@@ -529,18 +533,10 @@ def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progr
             loss.backward()
             opt.step()
             total += float(loss.detach())
-        seconds = time.time() - t0
-        state["history"].append({"epoch": epoch, "seconds": seconds, "focal": total / n_iter})
-        state["epoch"], state["train_seconds"] = epoch + 1, state["train_seconds"] + seconds
-        budget.left -= 1
-        if show_progress:
-            bar.set_postfix(focal=f"{total / n_iter:.4g}")
-        if (epoch + 1) % 10 == 0 or epoch == 0 or epoch + 1 == cfg.refine_epochs:
-            log(f"{what} epoch {epoch + 1}/{cfg.refine_epochs}  focal {total / n_iter:.4g}  ({seconds:.1f} s/epoch)")
-        state["finished"] = epoch + 1 == cfg.refine_epochs
-        if state["finished"] or time.time() - last_save > SAVE_EVERY_S:
-            save()
-            last_save = time.time()
+        return {"focal": total / n_iter}
+
+    state = _train_network(name, cfg, net, opt, x_train, path, seed, device, cfg.refine_epochs, run_epoch,
+                           show_progress, log, budget, log_every=10)
     return net, state
 
 
