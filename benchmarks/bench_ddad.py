@@ -163,7 +163,9 @@ def main(argv=None) -> int:
         return 0
     out = Path(args.out_dir)
     # a run of a subset replaces those measurements and keeps the others
-    old = json.loads((out / "ddad_speed.json").read_text())["rows"] if (out / "ddad_speed.json").exists() else []
+    old_data = json.loads((out / "ddad_speed.json").read_text()) if (out / "ddad_speed.json").exists() else {}
+    # each row keeps the machine, commit and command that measured it: subset re-runs may come from elsewhere
+    old = [{"measured": old_data.get("machine", {}), **r} for r in old_data.get("rows", [])]
     rows = []
     if args.report:
         data = json.loads((out / "ddad_speed.json").read_text())
@@ -196,6 +198,7 @@ def main(argv=None) -> int:
     meta = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit + (" (dirty)" if dirty else ""),
             "command": command.strip()}
+    rows = [r if "measured" in r else {"measured": meta, **r} for r in rows]
     (out / "ddad_speed.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
     _write_report(meta, rows, out, args.epochs)
     return 0
@@ -204,10 +207,16 @@ def main(argv=None) -> int:
 def _write_report(meta: dict, rows: list[dict], out: Path, epochs: int) -> None:
     ok = [r for r in rows if "images_per_s" in r]
     failed = [r for r in rows if "images_per_s" not in r]
-    cpu = meta["cpu"]
-    md = (f"# DDAD-ASR training speed: fp32 (official recipe, `full`) vs bf16 + channels-last (`cpu`)\n\n"
-          f"CPU: {cpu} ({meta['logical_cpus']} logical CPUs), torch {meta['torch']}; commit {meta['commit']}.\n"
-          f"Command: `{meta['command']}`\n\n"
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        m = r.get("measured", meta)
+        key = (f"CPU: {m.get('cpu')} ({m.get('logical_cpus')} logical CPUs), torch {m.get('torch')}; commit "
+               f"{m.get('commit')}; command `{m.get('command')}`")
+        groups.setdefault(key, []).append(f"{r['net']} {r['profile']} {r['threads']} thr.")
+    where = "".join(f"- {key}: {', '.join(names)}\n" for key, names in groups.items())
+    md = ("# DDAD-ASR training speed: fp32 (official recipe, `full`) vs bf16 + channels-last (`cpu`)\n\n"
+          + ("Measured on more than one machine; compare rows of one machine only:\n\n" if len(groups) > 1 else "")
+          + where + "\n" +
           f"Training: whole epochs of the project's training code on the development split's image counts "
           f"(UDM network: {N_TRAIN['udm']} images at batch 64; ASR-Net: {N_TRAIN['refine']} at batch 8), median of "
           f"{epochs} timed epochs after one warm-up. Inference: the fp32 scorer (6 networks + ASR-Net, all "
