@@ -48,7 +48,8 @@ from .train import FORMAT_VERSION, CheckpointError, TrainingDivergedError
 
 __all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "focal_loss", "synthetic_anomalies",
            "discrepancy_maps", "fit_ddad", "finalize_ddad", "train_or_load", "evaluate_kinds",
-           "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names", "reuse_ndm"]
+           "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names", "reuse_ndm",
+           "ndm_finished"]
 
 #: Score kinds: ensemble reconstruction error, intra-, inter-discrepancy, ASR-Net refined map.
 SCORES = ("rec", "intra", "inter", "asr")
@@ -618,7 +619,7 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
     x_normal = _images_tensor(ds, split.train, cfg.image_size).to(device)
     x_udm = _images_tensor(ds, np.concatenate([split.train, split.unlabelled]), cfg.image_size).to(device)
     x_val, y_val = _images_tensor(ds, split.val, cfg.image_size).to(device), ds.labels[split.val]
-    if ndm_from is not None and not all(_finished(out_dir / f"{n}.pt") for n in names if n.startswith("ndm")):
+    if ndm_from is not None and not ndm_finished(out_dir, cfg.ensemble):
         reuse_ndm(ndm_from, out_dir, cfg, seed, x_normal, log)
     budget = _Budget(max_epochs)
     nets, states = {}, {}
@@ -638,10 +639,12 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
             "train_seconds": sum(s["train_seconds"] for s in states.values())}
 
 
-def _finished(path: Path) -> bool:
+def ndm_finished(run_dir, ensemble: int = 3) -> bool:
+    """Whether ``run_dir`` holds all ``ensemble`` NDM network checkpoints, each trained to the end."""
     import torch
 
-    return path.exists() and bool(torch.load(path, map_location="cpu", weights_only=False).get("finished"))
+    paths = [Path(run_dir) / f"{n}.pt" for n in network_names(ensemble) if n.startswith("ndm")]
+    return all(p.exists() and torch.load(p, map_location="cpu", weights_only=False).get("finished") for p in paths)
 
 
 def _strip(states: dict) -> dict:

@@ -112,15 +112,11 @@ def ndm_donor(r: dict, args) -> Path | None:
     the first run of the same seed whose NDM networks are finished, if any (``cxrlib train --ndm-from``)."""
     if not r["protocol"].startswith("weak"):
         return None
-    import torch
+    from cxrlib.ddad import ndm_finished
 
     for k in WEAK_K:
         other = ROOT / args.runs_dir / f"weak_k{k}_{r['backbone']}_s{r['seed']}"
-        if other.name == r["tag"]:
-            continue
-        paths = [other / f"ndm{i}.pt" for i in range(3)]
-        if all(p.exists() for p in paths) and all(
-                torch.load(p, map_location="cpu", weights_only=False).get("finished") for p in paths):
+        if other.name != r["tag"] and ndm_finished(other):
             return other
     return None
 
@@ -199,7 +195,8 @@ def figure(csv_path: Path, fig_path: Path) -> None:
     weak = df[df.protocol.str.startswith("weak")]
     semi = df[~df.protocol.str.startswith("weak")]
     ncol = 3 if len(weak) else 2
-    fig, axes = plt.subplots(1, ncol, figsize=(5.5 * ncol, 4), gridspec_kw={"width_ratios": [3, 2.5, 2] if ncol == 3 else [3, 2]})
+    fig, axes = plt.subplots(1, ncol, figsize=(5.5 * ncol, 4),
+                             gridspec_kw={"width_ratios": [3, 2.5, 2] if ncol == 3 else [3, 2]})
     a, b = axes[0], axes[-1]
     groups = list(dict.fromkeys(zip(semi.protocol, semi.backbone)))
     width = 0.8 / max(len(groups), 1)
