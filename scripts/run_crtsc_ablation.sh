@@ -5,15 +5,20 @@
 #   table5: CRM reduction T in {8, 12, 16, 20, 24}, full CRTSC otherwise, seed 0
 #   table6: lambda_tscc in {0.01, 0.02, 0.03, 0.05}, full CRTSC otherwise, seed 0 (the paper's chosen value is 0.03;
 #           its exact sweep values are not in methods.md, these bracket it)
-# Runs with identical settings share one run folder (e.g. table5 T=24 = table3 "all" seed 0), so ~26 trainings.
+# Runs with identical settings share one run folder and one command (e.g. table5 T=24 = table3 "all" seed 0), so
+# 22 trainings for 24 rows; a row whose command already has a row in the CSV copies that row's numbers (same run).
 # Each finished run appends one row (metrics at the validation threshold, its command and the commit) to
 # results/crtsc_ablation/ablation.csv; re-running skips finished rows and resumes an interrupted one (--resume).
 # Usage: bash scripts/run_crtsc_ablation.sh PATH/zhanglab128_train.npz        (DRY_RUN=1 prints the commands only)
+# On a 2-core machine two workers, one thread each, finish sooner than one with two threads:
+#   SHARD=0/2 OMP_NUM_THREADS=1 bash scripts/run_crtsc_ablation.sh D &  SHARD=1/2 OMP_NUM_THREADS=1 bash scripts/run_crtsc_ablation.sh D
+# Worker i of n takes every n-th distinct run folder (rows sharing a folder stay in one worker); the summary
+# and figure are written by whichever worker finds every row in the CSV when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: run_crtsc_ablation.sh PATH/zhanglab128_train.npz}
 PY=${PY:-.venv/bin/python}
-OUT=results/crtsc_ablation
+OUT=${ABLATION_OUT:-results/crtsc_ablation}  # ABLATION_OUT: another folder for the CSV (tests)
 CSV=$OUT/ablation.csv
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -z "${DRY_RUN:-}" ]; then
@@ -34,16 +39,30 @@ done
 for T in 8 12 16 20 24; do ROWS+=("table5|T=$T|0|paper $T 0.03 kl 0.002"); done
 for L in 0.01 0.02 0.03 0.05; do ROWS+=("table6|lambda_tscc=$L|0|paper 24 $L kl 0.002"); done
 
+SHARD=${SHARD:-0/1}
+SHARD_I=${SHARD%/*}; SHARD_N=${SHARD#*/}
+[[ "$SHARD_I" =~ ^[0-9]+$ && "$SHARD_N" =~ ^[1-9][0-9]*$ && $SHARD_I -lt $SHARD_N ]] \
+    || { echo "error: SHARD must be i/n with 0 <= i < n, got '$SHARD'" >&2; exit 2; }
+declare -A RUN_INDEX=()
 for ENTRY in "${ROWS[@]}"; do
     IFS='|' read -r TABLE LABEL SEED SETTINGS <<< "$ENTRY"
     read -r PLACE T L GEN G <<< "$SETTINGS"
-    if [ -f $CSV ] && grep -qF "$TABLE,$LABEL,$SEED," $CSV; then continue; fi
     RUN=runs/crtsc_ablation/${PLACE}_T${T}_tscc${L}_${GEN}${G}_s${SEED}
     # the crtsc preset's settings: the same run folder as `python -m cxrlib benchmark` (trained once, used by both)
     [ "$PLACE $T $L $GEN $G" = "paper 24 0.03 kl 0.002" ] && RUN=runs/cpu/crtsc_s${SEED}
+    [ -n "${RUN_INDEX[$RUN]:-}" ] || RUN_INDEX[$RUN]=${#RUN_INDEX[@]}
+    [ $(( RUN_INDEX[$RUN] % SHARD_N )) -eq "$SHARD_I" ] || continue
+    if [ -f $CSV ] && grep -qF "$TABLE,$LABEL,$SEED," $CSV; then continue; fi
     ARGS="--method crtsc --profile cpu --seed $SEED --crm-place $PLACE --crm-reduction $T --lambda-tscc $L --gen-loss $GEN --lambda-gen $G"
     CMD="python -m cxrlib train $ARGS --data PATH/$(basename "$DATA") --out $RUN"  # no machine paths in the CSV
     if [ -n "${DRY_RUN:-}" ]; then echo "$TABLE / $LABEL / seed $SEED: $CMD"; continue; fi
+    # the same command already has a row (another table's label for the same run): copy its numbers
+    SAME=$(awk -F, -v cmd="$CMD" '$10 == cmd {print; exit}' $CSV)
+    if [ -n "$SAME" ]; then
+        echo "$TABLE,$LABEL,$SEED,$(echo "$SAME" | cut -d, -f4-)" >> $CSV
+        echo "$TABLE / $LABEL / seed $SEED: the same run as an earlier row, numbers copied"
+        continue
+    fi
     if [ ! -f $RUN/model.pt ]; then
         RESUME=""; [ -f $RUN/last.pt ] && RESUME="--resume"
         echo "$(date -u +%FT%TZ) $TABLE / $LABEL / seed $SEED -> $RUN"
@@ -65,35 +84,8 @@ print(f"{table} / {label} / seed {seed}: AUROC {r['auroc']:.4f}")
 PYEOF
 done
 [ -n "${DRY_RUN:-}" ] && exit 0
-
-# summary (mean ± sample std over seeds) and figure
-$PY - "$CSV" "$OUT" <<'PYEOF'
-import sys
-import pandas as pd
-from cxrlib import viz
-csv_path, out = sys.argv[1:]
-df = pd.read_csv(csv_path)
-metrics = ["auroc", "ap", "acc", "f1"]
-summary = df.groupby(["table", "row"], sort=False)[metrics].agg(["mean", "std", "count"])
-# the paper's stated ZhangLab AUROC (%), official test split, test-tuned protocol (cxrlib/paper_numbers.py);
-# the paper gives no number for the other rows in the text our reference notes transcribe
-PAPER = {"baseline (SQUID)": 87.6, "+CRM": 88.98, "+TSCC": 87.93}
-summary[("paper_auroc_pct", "official_test")] = [PAPER.get(row, float("nan")) for _, row in summary.index]
-summary.to_csv(f"{out}/summary.csv")
-print(summary.round(4).to_string())
-import matplotlib.pyplot as plt
-viz.set_style()
-tables = list(dict.fromkeys(df["table"]))
-fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
-for ax, table in zip(axes[0], tables):
-    s = df[df["table"] == table].groupby("row", sort=False)["auroc"].agg(["mean", "std"]).fillna(0.0)
-    ax.bar(range(len(s)), s["mean"], yerr=s["std"], capsize=3)
-    ax.set_xticks(range(len(s)), s.index, rotation=30, ha="right")
-    ax.set_ylim(max(0.0, s["mean"].min() - 0.1), 1.0)
-    marks = [(i, PAPER[r] / 100) for i, r in enumerate(s.index) if r in PAPER]
-    if marks:
-        ax.plot(*zip(*marks), "k_", ms=18, mew=2, label="paper (official test)")
-        ax.legend(fontsize=7)
-    ax.set_title(f"{table}: development-test AUROC")
-print(viz.save_figure(fig, "crtsc_ablation.png", out))
-PYEOF
+N_DONE=$(( $(wc -l < $CSV) - 1 ))
+# summary (mean ± sample std over seeds), figure and README block, also for a partial CSV (it says how many rows)
+if [ "$OUT" = results/crtsc_ablation ]; then REPORT_ARGS="--readme"; else REPORT_ARGS="--figure $OUT/crtsc_ablation.png"; fi
+$PY scripts/crtsc_ablation_report.py --csv $CSV $REPORT_ARGS
+[ "$N_DONE" -ge "${#ROWS[@]}" ] || echo "$N_DONE of ${#ROWS[@]} rows in $CSV so far (another worker may still run)"
