@@ -57,7 +57,9 @@ def test_summary_on_a_constructed_csv(tmp_path):
     cols = ["table", "row", "seed", "auroc", "ap", "acc", "f1", "val_auroc", "train_minutes", "command", "commit"]
     rows = [["table3", "baseline (SQUID)", s, a, 0.5, 0.6, 0.7, 0.8, m, f"c{s}", "abc"]
             for s, a, m in ((0, 0.70, 10.0), (1, 0.74, 12.0), (2, 0.78, 14.0))]
+    rows.insert(0, ["table3", "+KL", 0, 0.6, 0.6, 0.6, 0.6, 0.6, 10.0, "k", "abc"])
     rows.append(["table5", "T=12", 0, 0.81, 0.82, 0.83, 0.84, 0.85, 11.0, "c", "def"])
+    rows.append(["table5", "T=8", 0, 0.8, 0.8, 0.8, 0.8, 0.8, 11.0, "c8", "def"])
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([cols, *rows])
     s = mod.summarize(path)
@@ -68,9 +70,10 @@ def test_summary_on_a_constructed_csv(tmp_path):
     table = mod.summary_table(path)
     assert "| Table 3 (components) | baseline (SQUID) | 0, 1, 2 | 74.0 ± 4.0 | 50.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 12 | 87.6 |" in table
     assert "| Table 5 (CRM reduction T) | T=12 | 0 | 81.0 | 82.0 | 83.0 | 84.0 | 11 |  |" in table  # one seed: no std
+    assert list(s["row"]) == ["baseline (SQUID)", "+KL", "T=8", "T=12"]  # the design's order, not the CSV's
     assert mod.paper_auroc("+CRM") == 88.98 and mod.paper_auroc("+TSCC") == 87.93
     section = mod.readme_section(path)
-    assert "4 of the design's 24 rows" in section and "commits abc, def" in section
+    assert "6 of the design's 24 rows" in section and "commits abc, def" in section
 
 
 def test_readme_ablation_block_matches_the_committed_csv():
