@@ -118,7 +118,7 @@ def figure(csv_path: Path, out_path: Path) -> Path:
         marks = [(i, p / 100) for i, p in zip(x, t["paper_auroc_pct"]) if p == p]
         if marks:
             ax.plot(*zip(*marks), "k_", ms=18, mew=2, label="paper (official test)")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper right")
         ax.set_title(f"{TABLE_NAMES.get(table, table)}\ndevelopment-test AUROC", fontsize=9)
     fig.tight_layout()
     path = viz.save_figure(fig, out_path.name, out_path.parent)
