@@ -12,8 +12,8 @@
 # Usage: bash scripts/run_crtsc_ablation.sh PATH/zhanglab128_train.npz        (DRY_RUN=1 prints the commands only)
 # On a 2-core machine two workers, one thread each, finish sooner than one with two threads:
 #   SHARD=0/2 OMP_NUM_THREADS=1 bash scripts/run_crtsc_ablation.sh D &  SHARD=1/2 OMP_NUM_THREADS=1 bash scripts/run_crtsc_ablation.sh D
-# Worker i of n takes every n-th distinct run folder (rows sharing a folder stay in one worker); the summary
-# and figure are written by whichever worker finds every row in the CSV when it ends.
+# Worker i of n takes every n-th distinct run folder (rows sharing a folder stay in one worker); each worker
+# writes the summary, figure and README block of the CSV as it stands when it ends (the last one sees every row).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: run_crtsc_ablation.sh PATH/zhanglab128_train.npz}
