@@ -86,7 +86,7 @@ def _benchmark(args) -> int:
 
     data = D.resolve_data(args.profile, args.data)
     out = Path(args.out or repo_root() / "results" / args.profile / "metrics.csv")
-    rows = B.read_rows(out)
+    rows = B.read_rows(out)  # fail early on a CSV of the wrong schema
     methods = args.methods or [m for m in B.VARIANTS if m in available_methods()]
     for method in methods:
         if method not in B.VARIANTS or method not in available_methods():
@@ -96,8 +96,7 @@ def _benchmark(args) -> int:
                 for seed in args.seeds:
                     row = B.run_row(method, variant, args.profile, data, seed, split_seed,
                                     scores_dir=out.parent / "scores")
-                    rows = B.upsert(rows, row)
-                    B.write_rows(out, rows)
+                    rows = B.merge_row(out, row)
                     print(f"  AUROC {row['auroc']:.3f}  AP {row['ap']:.3f}  ACC {row['acc']:.3f}  F1 {row['f1']:.3f} "
                           f"(validation threshold)  {row['train_minutes']:.1f} min")
     print(B.summary_markdown(B.summarize(rows)))

@@ -29,7 +29,7 @@ import numpy as np
 
 from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_root
 
-__all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "summarize",
+__all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "localisation_row", "git_commit"]
 
 class CommandError(RuntimeError):
@@ -217,6 +217,23 @@ def _key(r: dict) -> tuple:
 def upsert(rows: list[dict], new: dict) -> list[dict]:
     """``rows`` with ``new`` replacing any row of the same (method, variant, seed, split seed, data, profile)."""
     return [r for r in rows if _key(r) != _key(new)] + [new]
+
+
+def merge_row(path, new: dict) -> list[dict]:
+    """Upsert ``new`` into the CSV at ``path`` under an exclusive lock and return all its rows.
+
+    The file is re-read inside the lock, so two ``benchmark`` processes writing one CSV (say, SimSID on one
+    core and DDAD on the other) keep each other's rows; reading once at start and writing back would drop them.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = upsert(read_rows(path), new)
+        write_rows(path, rows)
+    return rows
 
 
 def summarize(rows: list[dict], metrics=("auroc", "ap", "acc", "f1", "train_minutes")) -> list[dict]:

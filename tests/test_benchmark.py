@@ -74,3 +74,29 @@ def test_display_command_hides_machine_paths(tmp_path, monkeypatch):
     assert cmd == "python -m cxrlib train --data PATH/zhanglab128_train.npz --out runs/cpu/squid_s0 --seed 0"
     assert display_command(["score", "--data", climbing]) == "python -m cxrlib score --data PATH/zhanglab128_train.npz"
     assert display_command(["score", "--data", "embedded"]) == "python -m cxrlib score --data embedded"
+
+
+def _merge_many(path, seeds):
+    for s in seeds:
+        B.merge_row(path, _row(seed=s))
+
+
+def test_concurrent_benchmarks_keep_each_others_rows(tmp_path):
+    # two `benchmark` processes on one CSV: every row of both must survive
+    import multiprocessing as mp
+
+    path = tmp_path / "metrics.csv"
+    B.write_rows(path, [_row(method="simsid")])
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_merge_many, args=(path, range(i, 40, 2))) for i in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    rows = B.read_rows(path)
+    assert sorted(r["seed"] for r in rows if r["method"] == "squid") == list(range(40))
+    assert [r["method"] for r in rows].count("simsid") == 1
+    # a row with the same key replaces the old one
+    assert len(B.merge_row(path, _row(seed=3, auroc=0.1))) == 41 and \
+        [r["auroc"] for r in B.read_rows(path) if r["seed"] == 3 and r["method"] == "squid"] == [0.1]
