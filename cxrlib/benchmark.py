@@ -30,7 +30,7 @@ import numpy as np
 from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_root
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
-           "summary_markdown", "localisation_row", "git_commit"]
+           "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit"]
 
 class CommandError(RuntimeError):
     """A ``python -m cxrlib`` child process failed."""
@@ -304,6 +304,44 @@ def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out
             "labels": ds.labels[test]}
 
 
+def ranking_comparison(summary: list[dict]) -> dict:
+    """Order of methods by mean AUROC on each split seed, and how well two splits agree.
+
+    Returns ``{"order": {split_seed: [(method, variant, auroc_mean), ...] best first}, "common": [...],
+    "tau": Kendall's tau-b between the first two splits' AUROCs over the (method, variant) pairs run on both
+    (``nan`` with fewer than two such pairs or fewer than two splits)}``.
+    """
+    from scipy.stats import kendalltau
+
+    order: dict[int, list] = {}
+    for s in summary:
+        order.setdefault(int(s["split_seed"]), []).append((s["method"], s["variant"], s["auroc_mean"]))
+    for k in order:
+        order[k].sort(key=lambda t: -t[2])
+    splits = sorted(order)
+    common, tau = [], float("nan")
+    if len(splits) >= 2:
+        a = {(m, v): x for m, v, x in order[splits[0]]}
+        b = {(m, v): x for m, v, x in order[splits[1]]}
+        common = [key for key in a if key in b]
+        if len(common) >= 2:
+            tau = float(kendalltau([a[c] for c in common], [b[c] for c in common]).statistic)
+    return {"order": dict(sorted(order.items())), "common": common, "tau": tau}
+
+
+def ranking_markdown(summary: list[dict]) -> str:
+    """The ranking of :func:`ranking_comparison` as README lines."""
+    rc = ranking_comparison(summary)
+    lines = [f"Ranking by mean AUROC on split {k}: " + " > ".join(f"{m} ({100 * x:.1f})" for m, _, x in order) + "."
+             for k, order in rc["order"].items()]
+    if rc["common"]:
+        same = [k for k in rc["order"]][:2]
+        tau = "n/a" if np.isnan(rc["tau"]) else f"{rc['tau']:.2f}"
+        lines.append(f"Kendall's τ between splits {same[0]} and {same[1]} over the {len(rc['common'])} rows run on "
+                     f"both: {tau} (1: the same order).")
+    return "\n".join(lines)
+
+
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -324,6 +362,7 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
             f"official test split with test-tuned thresholds (see `cxrlib/paper_numbers.py`), a different protocol. "
             f"Generated from [`{rel}`]({rel}) by `python scripts/update_readme_results.py`; every row's commands "
             f"are in the CSV.", "", summary_markdown(summarize(rows), paper).rstrip("\n"), "",
+            ranking_markdown(summarize(rows)), "",
             f"<details><summary>the {len(commands)} training commands</summary>", "", "```bash", *commands, "```",
             "", "</details>", README_END]
     return "\n".join(text)

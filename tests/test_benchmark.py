@@ -100,3 +100,27 @@ def test_concurrent_benchmarks_keep_each_others_rows(tmp_path):
     # a row with the same key replaces the old one
     assert len(B.merge_row(path, _row(seed=3, auroc=0.1))) == 41 and \
         [r["auroc"] for r in B.read_rows(path) if r["seed"] == 3 and r["method"] == "squid"] == [0.1]
+
+
+def test_ranking_comparison_on_a_constructed_case():
+    from scipy.stats import kendalltau
+
+    split0 = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}
+    split1 = {"a": 0.85, "b": 0.6, "c": 0.75}  # b and c swap; d not run on split 1
+    rows = [_row(method=m, auroc=x) for m, x in split0.items()] + \
+        [_row(method=m, auroc=x, split_seed=1) for m, x in split1.items()]
+    rc = B.ranking_comparison(B.summarize(rows))
+    assert [m for m, _, _ in rc["order"][0]] == ["a", "b", "c", "d"]
+    assert [m for m, _, _ in rc["order"][1]] == ["a", "c", "b"]
+    assert [m for m, _ in rc["common"]] == ["a", "b", "c"]
+    # 3 pairs, one discordant (b, c): (2 - 1) / 3
+    assert rc["tau"] == pytest.approx(1 / 3)
+    assert rc["tau"] == pytest.approx(kendalltau([0.9, 0.8, 0.7], [0.85, 0.6, 0.75]).statistic)
+    text = B.ranking_markdown(B.summarize(rows))
+    assert "split 1: a (85.0) > c (75.0) > b (60.0)." in text and "over the 3 rows run on both: 0.33" in text
+
+
+def test_ranking_with_one_split_has_no_tau():
+    rc = B.ranking_comparison(B.summarize([_row(method="a"), _row(method="b", auroc=0.9)]))
+    assert list(rc["order"]) == [0] and rc["common"] == [] and np.isnan(rc["tau"])
+    assert "Kendall" not in B.ranking_markdown(B.summarize([_row(method="a")]))
