@@ -259,8 +259,15 @@ def summarize(rows: list[dict], metrics=("auroc", "ap", "acc", "f1", "train_minu
 def summary_markdown(summary: list[dict], paper: dict[str, str] | None = None) -> str:
     """A Markdown table of :func:`summarize` output (AUROC, AP, ACC, F1 in %, mean ± std over seeds).
 
-    ``paper`` maps method -> the paper's number as text (shown in its own column)."""
+    ``paper`` maps method -> the paper's number as text (shown in its own column). Rows are ordered by split
+    seed, then by the method's first appearance in ``summary``."""
     paper = paper or {}
+    # Rows are grouped by split, and within a split the methods keep the order they first appear in, so the
+    # tables of the two splits read alike however the CSV's rows happened to land.
+    rank = {}
+    for s in summary:
+        rank.setdefault(s["method"], len(rank))
+    summary = sorted(summary, key=lambda s: (s["split_seed"], rank[s["method"]]))
     lines = ["| method | variant | split | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | paper AUROC |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summary:

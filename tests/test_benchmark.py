@@ -48,6 +48,13 @@ def test_summary_statistics_on_a_constructed_case():
     assert "| squid | official | 0 | 3 | 75.3 ± 4.5 |" in table and "87.6 ± 1.5" in table
 
 
+def test_summary_table_groups_rows_by_split_in_first_seen_method_order():
+    rows = [_row(method="a"), _row(method="b", split_seed=1), _row(method="b"), _row(method="a", split_seed=1)]
+    body = [line.split(" | ")[:3] for line in B.summary_markdown(B.summarize(rows)).splitlines()[2:]]
+    assert body == [["| a", "official", "0"], ["| b", "official", "0"],
+                    ["| a", "official", "1"], ["| b", "official", "1"]]
+
+
 def test_upsert_replaces_the_same_key():
     rows = B.upsert([_row(auroc=0.5)], _row(auroc=0.6))
     assert len(rows) == 1 and rows[0]["auroc"] == 0.6
