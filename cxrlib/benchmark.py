@@ -30,7 +30,8 @@ import numpy as np
 from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_root
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
-           "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit"]
+           "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc",
+           "load_scores"]
 
 class CommandError(RuntimeError):
     """A ``python -m cxrlib`` child process failed."""
@@ -128,6 +129,30 @@ def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_se
     """Where :func:`run_row` copies a row's per-image test scores (``name,score,label``)."""
     tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"
     return Path(scores_dir) / f"{method}_{tag}_s{seed}_split{split_seed}.csv"
+
+
+def load_scores(scores_dir, row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The per-image test labels ``(N,)`` and scores ``(N,)`` that :func:`run_row` saved for ``row``."""
+    path = scores_path(scores_dir, row["method"], row["variant"], int(row["seed"]), int(row["split_seed"]))
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no saved test scores for this row; re-run its commands "
+                                f"(train_command, score_command in the CSV) or `python -m cxrlib benchmark`")
+    with open(path, newline="") as f:
+        recs = list(csv.DictReader(f))
+    if not recs or not {"score", "label"} <= set(recs[0]):
+        raise ValueError(f"{path}: expected columns name,score,label with at least one row")
+    return np.array([int(r["label"]) for r in recs]), np.array([float(r["score"]) for r in recs])
+
+
+def paper_auroc() -> dict[str, tuple[float, float | None]]:
+    """method -> (AUROC %, std % or None) of the paper row named in :data:`PAPER_VARIANT` (another protocol)."""
+    from .paper_numbers import paper_rows
+
+    out: dict[str, tuple[float, float | None]] = {}
+    for r in paper_rows():
+        if PAPER_VARIANT.get(r["method"]) == r["variant"] and r["method"] not in out:
+            out[r["method"]] = (r["auroc"], r["auroc_std"])
+    return out
 
 
 def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, split_seed: int = 0,
@@ -354,13 +379,8 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def readme_results_section(csv_path, profile: str, display_path: str | None = None) -> str:
     """The README's results block, generated from a committed metrics CSV (never typed by hand)."""
-    from .paper_numbers import paper_rows
-
     rows = read_rows(csv_path)
-    paper = {}
-    for r in paper_rows():
-        if PAPER_VARIANT.get(r["method"]) == r["variant"] and r["method"] not in paper:
-            paper[r["method"]] = f"{r['auroc']}" + (f" ± {r['auroc_std']}" if r["auroc_std"] is not None else "")
+    paper = {m: f"{a}" + (f" ± {sd}" if sd is not None else "") for m, (a, sd) in paper_auroc().items()}
     rel = display_path or Path(csv_path).as_posix()
     commands = sorted({r["train_command"] for r in rows})
     text = [README_START,

@@ -1,4 +1,5 @@
-"""Plots shared by the notebooks: image grids, heat-map overlays, ROC curves, score histograms.
+"""Plots shared by the notebooks: image grids, heat-map overlays, ROC curves, score histograms, and the results
+table's figures (AUROC bars against the papers, cost against quality, the ranking across splits).
 
 Every function returns the matplotlib ``Figure`` so a notebook can save it with :func:`save_figure`.
 """
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["set_style", "show_images", "overlay", "plot_roc", "plot_score_histograms", "save_figure"]
+__all__ = ["set_style", "show_images", "overlay", "plot_roc", "plot_score_histograms", "plot_score_distributions",
+           "plot_auroc_bars", "plot_cost_quality", "plot_ranking_across_splits", "save_figure"]
 
 
 def set_style() -> None:
@@ -93,6 +95,120 @@ def plot_score_histograms(y, scores, threshold=None, ax=None, title: str = "scor
         ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
     ax.set(xlabel="anomaly score", ylabel="density", title=title)
     ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_score_distributions(curves: dict, ncols: int = 3, title: str | None = None):
+    """One :func:`plot_score_histograms` panel per entry of ``curves = {label: (y_true (N,), scores (N,))}``.
+
+    Each method's scores live on their own scale, so every panel has its own x axis.
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(curves)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (label, (y, s)) in zip(axes.flat, curves.items()):
+        plot_score_histograms(y, s, ax=ax, title=label)
+        ax.title.set_fontsize(9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _one_split(summary: list[dict], split_seed: int) -> list[dict]:
+    """The rows of one split, in the order their (method, variant) first appears in ``summary`` (so that the
+    panels of two splits list the methods alike)."""
+    order = list(dict.fromkeys((s["method"], s["variant"]) for s in summary))
+    rows = [s for s in summary if int(s["split_seed"]) == split_seed]
+    if not rows:
+        raise ValueError(f"no summary rows on split {split_seed}")
+    return sorted(rows, key=lambda s: order.index((s["method"], s["variant"])))
+
+
+def plot_auroc_bars(summary: list[dict], paper: dict | None = None, split_seed: int = 0, ax=None,
+                    title: str | None = None):
+    """Horizontal bars of mean AUROC ± std over seeds (``summary`` from :func:`cxrlib.benchmark.summarize`,
+    AUROC as a fraction) on one split, with a star at each method's paper AUROC (``paper = {method: (auroc %,
+    std % or None)}``, e.g. :func:`cxrlib.benchmark.paper_auroc`)."""
+    import matplotlib.pyplot as plt
+
+    rows = _one_split(summary, split_seed)
+    paper = paper or {}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 0.45 * len(rows) + 1.2))
+    names = [f"{s['method']} [{s['variant']}]" for s in rows]
+    k = np.arange(len(rows))
+    ax.barh(k, [100 * s["auroc_mean"] for s in rows], xerr=[100 * s["auroc_std"] for s in rows], color="C0",
+            capsize=3, label="this repository (mean ± std over seeds)")
+    marked = [(i, paper[s["method"]]) for i, s in enumerate(rows) if s["method"] in paper]
+    if marked:
+        ax.errorbar([p[0] for _, p in marked], [i for i, _ in marked],
+                    xerr=[p[1] or 0 for _, p in marked], fmt="r*", ms=11, capsize=3,
+                    label="paper (official test, other protocol)")
+    ax.set_yticks(k, names)
+    ax.invert_yaxis()
+    ax.axvline(50, color="0.4", ls=":", lw=0.8)
+    low = min([100 * (s["auroc_mean"] - s["auroc_std"]) for s in rows] + [45])  # a bar below chance stays visible
+    ax.set(xlim=(10 * np.floor(low / 10 - 0.5), 100), xlabel="AUROC (%)",
+           title=title or f"AUROC on development split {split_seed}")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    return ax.figure
+
+
+def plot_cost_quality(summary: list[dict], rows: list[dict] | None = None, split_seed: int = 0, ax=None,
+                      title: str | None = None):
+    """Mean training minutes (log axis) against mean AUROC ± std, one point per (method, variant) on one split.
+
+    ``rows`` (the CSV's rows) adds every run as a faint dot: wall-clock minutes on a shared machine vary with its
+    load far more than AUROC varies with the seed, and the dots show by how much.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    summ = _one_split(summary, split_seed)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.4, 3.8))
+    for i, s in enumerate(summ):
+        color = f"C{i % 10}"
+        runs = [r for r in rows or [] if r["method"] == s["method"] and r["variant"] == s["variant"]
+                and int(r["split_seed"]) == split_seed and r.get("train_minutes", "") != ""]
+        if runs:
+            ax.scatter([float(r["train_minutes"]) for r in runs], [100 * float(r["auroc"]) for r in runs],
+                       s=20, color=color, alpha=0.5, lw=0)
+        ax.errorbar(s["train_minutes_mean"], 100 * s["auroc_mean"], yerr=100 * s["auroc_std"], fmt="o",
+                    color=color, capsize=3)
+        ax.annotate(s["method"], (s["train_minutes_mean"], 100 * s["auroc_mean"]), fontsize=9, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set(xscale="log", xlabel="training minutes per run (this machine; faint: each run)", ylabel="AUROC (%)",
+           title=title or f"cost against quality, split {split_seed}")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())  # log minor labels (2×10¹, 3×10¹ ...) collide
+    return ax.figure
+
+
+def plot_ranking_across_splits(summary: list[dict], ax=None, title: str = "ranking across development splits"):
+    """Mean AUROC of each (method, variant) on every split it was run on, one line each: crossing lines are
+    pairs of methods the splits order differently."""
+    import matplotlib.pyplot as plt
+
+    splits = sorted({int(s["split_seed"]) for s in summary})
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    by_key: dict[tuple, dict[int, float]] = {}
+    for s in summary:
+        by_key.setdefault((s["method"], s["variant"]), {})[int(s["split_seed"])] = 100 * s["auroc_mean"]
+    for i, ((m, _), vals) in enumerate(by_key.items()):
+        xs = [k for k, sp in enumerate(splits) if sp in vals]
+        ax.plot(xs, [vals[splits[x]] for x in xs], marker="o", color=f"C{i % 10}", label=m)
+    ax.set_xticks(range(len(splits)), [f"split {sp}" for sp in splits])
+    ax.set_xlim(-0.3, len(splits) - 0.7)
+    ax.set(ylabel="AUROC (%)", title=title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax.figure
 
 
