@@ -91,6 +91,14 @@ def _benchmark(args) -> int:
     for method in methods:
         if method not in B.VARIANTS or method not in available_methods():
             raise ValueError(f"unknown method {method!r}; the table knows {', '.join(B.VARIANTS)}")
+    for method in methods if "localisation" in args.tables else []:
+        for variant in B.VARIANTS[method]:
+            for seed in args.seeds:
+                row = B.localisation_row(method, variant, args.profile, seed, scores_dir=out.parent / "scores")
+                rows = B.merge_row(out, row)
+                print(f"  pixel AUROC {row['pixel_auroc']:.3f}  best Dice {row['best_dice']:.3f}  "
+                      f"image AUROC {row['auroc']:.3f} (phantoms)  {row['train_minutes']:.1f} min")
+    for method in methods if "image" in args.tables else []:
         for variant in B.VARIANTS[method]:
             for split_seed in args.split_seeds:
                 for seed in args.seeds:
@@ -99,7 +107,9 @@ def _benchmark(args) -> int:
                     rows = B.merge_row(out, row)
                     print(f"  AUROC {row['auroc']:.3f}  AP {row['ap']:.3f}  ACC {row['acc']:.3f}  F1 {row['f1']:.3f} "
                           f"(validation threshold)  {row['train_minutes']:.1f} min")
-    print(B.summary_markdown(B.summarize(rows)))
+    print(B.summary_markdown(B.summarize(B.image_rows(rows))))
+    if B.localisation_rows(rows):
+        print(B.localisation_markdown(rows))
     print(f"rows in {out}")
     return 0
 
@@ -154,6 +164,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="*", default=None, help="default: every method the table knows")
     b.add_argument("--seeds", nargs="*", type=int, default=[0])
     b.add_argument("--split-seeds", nargs="*", type=int, default=[0])
+    b.add_argument("--tables", nargs="+", choices=("image", "localisation"), default=["image"],
+                   help="image: the X-ray table (--data, every split seed); localisation: train on the phantoms "
+                        "with lesion masks and add pixel AUROC and best Dice (split 0) to the same CSV")
     b.add_argument("--out", default=None, help="CSV (default results/<profile>/metrics.csv); rows are updated")
     b.set_defaults(func=_benchmark)
 

@@ -11,7 +11,8 @@ child's own peak resident memory is read with ``os.wait4``. A finished run (``RU
 ``bench_train.json``) is reused, not retrained; rows already in the CSV with the same key and commit are kept.
 
 Localisation (:func:`localisation_row`) trains a method on the normal phantoms of :func:`cxrlib.data.make_phantoms`
-and scores its anomaly maps against the lesion masks: pixel AUROC and best Dice (threshold sweep).
+and scores its anomaly maps against the lesion masks: pixel AUROC and best Dice (threshold sweep). Its rows go to
+the same CSV with ``data`` = ``phantoms``; :func:`image_rows` and :func:`localisation_rows` tell the two apart.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc",
-           "load_scores"]
+           "load_scores", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
     """A ``python -m cxrlib`` child process failed."""
@@ -133,6 +134,8 @@ def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_se
 
 def load_scores(scores_dir, row: dict) -> tuple[np.ndarray, np.ndarray]:
     """The per-image test labels ``(N,)`` and scores ``(N,)`` that :func:`run_row` saved for ``row``."""
+    if row.get("data") == LOCALISATION_DATA:
+        scores_dir = Path(scores_dir) / LOCALISATION_DATA
     path = scores_path(scores_dir, row["method"], row["variant"], int(row["seed"]), int(row["split_seed"]))
     if not path.exists():
         raise FileNotFoundError(f"{path}: no saved test scores for this row; re-run its commands "
@@ -303,37 +306,63 @@ def summary_markdown(summary: list[dict], paper: dict[str, str] | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out_root: Path | None = None,
-                     n_phantoms: int = 200, log=print) -> dict:
-    """Train ``method`` on the normal phantoms of the development split of ``data.make_phantoms`` and score
-    its anomaly maps on the development-test phantoms against their lesion masks.
+#: the data of the localisation rows: seeded phantoms with lesion masks (:func:`cxrlib.data.make_phantoms`)
+LOCALISATION_DATA = "phantoms"
 
-    Returns ``{"method", "variant", "seed", "pixel_auroc", "best_dice", "dice_threshold", "maps", "masks",
-    "images"}`` (the last three as arrays for display); methods without maps raise ``ValueError``.
+
+def image_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the image-level table (the X-ray data), without the localisation rows on phantoms."""
+    return [r for r in rows if r["data"] != LOCALISATION_DATA]
+
+
+def localisation_rows(rows: list[dict]) -> list[dict]:
+    """The localisation rows: trained and scored on phantoms, with ``pixel_auroc`` and ``best_dice``."""
+    return [r for r in rows if r["data"] == LOCALISATION_DATA]
+
+
+def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out_root: Path | None = None,
+                     scores_dir: Path | None = None, log=print) -> dict:
+    """Train (or reuse) ``method`` on the normal phantoms of the development split of ``data.load("phantoms")``
+    and score it like any row (:func:`run_row` with ``--data phantoms``), then score its anomaly maps on the
+    development-test phantoms against their lesion masks: pixel AUROC over all pixels and best Dice over a
+    threshold sweep (:func:`cxrlib.metrics.pixel_auroc`, :func:`cxrlib.metrics.best_dice`).
+
+    Returns the CSV row (data ``"phantoms"``, ``pixel_auroc`` and ``best_dice`` filled, image-level metrics of
+    the phantoms) plus, for display, ``dice_threshold`` and the arrays ``maps``, ``masks``, ``images`` and
+    ``labels`` (``(N, S, S)``, ``(N, S, S)``, ``(N, S, S)``, ``(N,)``); methods without maps raise ``ValueError``.
     """
     from . import data as D
     from . import metrics as M
     from .scoring import load_scorer
 
     out_root = Path(out_root or repo_root() / "runs" / profile / "localisation")
-    run = run_dir(out_root, method, variant, seed, 0)
-    if not (run / "model.pt").exists():
-        run.parent.mkdir(parents=True, exist_ok=True)
-        log(f"{method} [{variant}] on phantoms: training ...")
-        run_command(["train", "--method", method, "--profile", profile, "--data", "phantoms", "--seed", str(seed),
-                     "--out", str(run), "--no-progress", *VARIANTS[method][variant]], run.parent / f"{run.name}.log")
-    scorer = load_scorer(run / "model.pt")
+    # the phantoms' scores get their own folder: same method, seed and split as an X-ray row, other data
+    row = run_row(method, variant, profile, LOCALISATION_DATA, seed, 0, out_root=out_root,
+                  scores_dir=Path(scores_dir) / LOCALISATION_DATA if scores_dir is not None else None, log=log)
+    scorer = load_scorer(run_dir(out_root, method, variant, seed, 0) / "model.pt")
     if not hasattr(scorer, "anomaly_maps"):
         raise ValueError(f"{method} produces no anomaly map")
-    ds = D.make_phantoms(n=n_phantoms, size=scorer.image_size, seed=0)
-    split = D.development_split(ds, seed=0)
-    test = split.test
+    ds = D.load(LOCALISATION_DATA, size=scorer.image_size)
+    test = D.development_split(ds, seed=0).test
     maps = np.asarray(scorer.anomaly_maps(ds.images[test]), dtype=float)
     masks = ds.masks[test]
     dice, thr = M.best_dice(masks, maps)
-    return {"method": method, "variant": variant, "seed": seed, "pixel_auroc": M.pixel_auroc(masks, maps),
-            "best_dice": dice, "dice_threshold": thr, "maps": maps, "masks": masks, "images": ds.images[test],
+    row.update(pixel_auroc=M.pixel_auroc(masks, maps), best_dice=dice)
+    return {**row, "dice_threshold": thr, "maps": maps, "masks": masks, "images": ds.images[test],
             "labels": ds.labels[test]}
+
+
+def localisation_markdown(rows: list[dict]) -> str:
+    """A Markdown table of the localisation rows: pixel AUROC, best Dice and image AUROC on the phantoms (%),
+    mean ± std over seeds."""
+    summ = summarize(localisation_rows(rows), metrics=("pixel_auroc", "best_dice", "auroc", "train_minutes"))
+    lines = ["| method | variant | seeds | pixel AUROC | best Dice | image AUROC (phantoms) | train min |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in summ:
+        cell = lambda m: f"{100 * s[m + '_mean']:.1f} ± {100 * s[m + '_std']:.1f}"  # noqa: E731
+        lines.append(f"| {s['method']} | {s['variant']} | {s['n']} | {cell('pixel_auroc')} | {cell('best_dice')} | "
+                     f"{cell('auroc')} | {s['train_minutes_mean']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def ranking_comparison(summary: list[dict]) -> dict:
@@ -379,17 +408,25 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def readme_results_section(csv_path, profile: str, display_path: str | None = None) -> str:
     """The README's results block, generated from a committed metrics CSV (never typed by hand)."""
-    rows = read_rows(csv_path)
+    all_rows = read_rows(csv_path)
+    rows, loc = image_rows(all_rows), localisation_rows(all_rows)
     paper = {m: f"{a}" + (f" ± {sd}" if sd is not None else "") for m, (a, sd) in paper_auroc().items()}
     rel = display_path or Path(csv_path).as_posix()
-    commands = sorted({r["train_command"] for r in rows})
+    commands = sorted({r["train_command"] for r in all_rows})
+    loc_block = []
+    if loc:
+        loc_block = ["", f"Localisation on the seeded phantoms with lesion masks (`data` = `{LOCALISATION_DATA}` in "
+                     f"the CSV; none of the X-ray sets has pixel masks): each method trained on the normal phantoms of "
+                     f"development split 0, its maps on the development-test phantoms scored against the masks "
+                     f"(pixel AUROC over all pixels, best Dice over a threshold sweep); in %, mean ± std over seeds.",
+                     "", localisation_markdown(all_rows).rstrip("\n")]
     text = [README_START,
             f"Profile `{profile}`, development-test split of `{rows[0]['data'] if rows else '?'}`; AUROC/AP/ACC/F1 in %, "
             f"mean ± std over seeds, ACC/F1 at the threshold chosen on validation. Paper AUROC: the papers' "
             f"official test split with test-tuned thresholds (see `cxrlib/paper_numbers.py`), a different protocol. "
             f"Generated from [`{rel}`]({rel}) by `python scripts/update_readme_results.py`; every row's commands "
             f"are in the CSV.", "", summary_markdown(summarize(rows), paper).rstrip("\n"), "",
-            ranking_markdown(summarize(rows)), "",
+            ranking_markdown(summarize(rows)), *loc_block, "",
             f"<details><summary>the {len(commands)} training commands</summary>", "", "```bash", *commands, "```",
             "", "</details>", README_END]
     return "\n".join(text)

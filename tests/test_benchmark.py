@@ -131,3 +131,44 @@ def test_ranking_with_one_split_has_no_tau():
     rc = B.ranking_comparison(B.summarize([_row(method="a"), _row(method="b", auroc=0.9)]))
     assert list(rc["order"]) == [0] and rc["common"] == [] and np.isnan(rc["tau"])
     assert "Kendall" not in B.ranking_markdown(B.summarize([_row(method="a")]))
+
+
+def test_localisation_rows_have_their_own_table_and_stay_out_of_the_ranking():
+    rows = [_row(method="a", auroc=0.9), _row(method="b", auroc=0.8),
+            _row(method="a", data=B.LOCALISATION_DATA, auroc=0.6, pixel_auroc=0.75, best_dice=0.30, seed=0),
+            _row(method="a", data=B.LOCALISATION_DATA, auroc=0.7, pixel_auroc=0.85, best_dice=0.40, seed=1)]
+    assert [r["method"] for r in B.image_rows(rows)] == ["a", "b"]
+    assert len(B.localisation_rows(rows)) == 2
+    table = B.localisation_markdown(rows)
+    # mean 80.0, sample std of (75, 85) = 7.07; Dice 35.0 ± 7.1; image AUROC 65.0 ± 7.1
+    assert "| a | official | 2 | 80.0 ± 7.1 | 35.0 ± 7.1 | 65.0 ± 7.1 | 1.5 |" in table
+
+
+def test_readme_section_puts_phantom_rows_in_the_localisation_table_only(tmp_path):
+    rows = [_row(method="a", auroc=0.9), _row(method="b", auroc=0.8),
+            _row(method="a", data=B.LOCALISATION_DATA, auroc=0.6, pixel_auroc=0.75, best_dice=0.30)]
+    B.write_rows(tmp_path / "metrics.csv", rows)
+    text = B.readme_results_section(tmp_path / "metrics.csv", "cpu")
+    assert "Ranking by mean AUROC on split 0: a (90.0) > b (80.0)." in text  # no phantom row among them
+    assert "| a | official | 1 | 75.0 ± 0.0 | 30.0 ± 0.0 | 60.0 ± 0.0 | 1.5 |" in text
+    assert text.count("| a | official | 0 | 1 |") == 1  # the image table has a once, from the X-ray row
+
+
+def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):
+    """One real quick run on the phantoms (PatchCore, random backbone: seconds on a CPU)."""
+    from sklearn.metrics import roc_auc_score
+
+    r = B.localisation_row("patchcore", "random backbone", "quick", seed=0, out_root=tmp_path / "runs",
+                           scores_dir=tmp_path / "scores", log=lambda *a: None)
+    masks, maps = r["masks"], r["maps"]
+    assert maps.shape == masks.shape and r["data"] == B.LOCALISATION_DATA and "--data phantoms" in r["train_command"]
+    assert r["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+    pred = maps >= r["dice_threshold"]
+    assert r["best_dice"] == pytest.approx(2 * (pred & masks).sum() / (pred.sum() + masks.sum()))
+    # its per-image scores sit apart from the X-ray row of the same method, seed and split
+    y, s = B.load_scores(tmp_path / "scores", r)
+    assert len(y) == len(r["labels"]) and (tmp_path / "scores" / B.LOCALISATION_DATA).is_dir()
+    assert not B.scores_path(tmp_path / "scores", "patchcore", "random backbone", 0, 0).exists()
+    rows = B.merge_row(tmp_path / "metrics.csv", r)
+    back = B.read_rows(tmp_path / "metrics.csv")
+    assert len(rows) == len(back) == 1 and back[0]["best_dice"] == pytest.approx(r["best_dice"], rel=1e-5)
