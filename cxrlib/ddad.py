@@ -811,6 +811,9 @@ def add_train_arguments(group) -> None:
     group.add_argument("--refine-input", choices=("dual", "intra"), default=None,
                        help="ASR-Net input: [inter, intra] (dual, default) or [intra]")
     group.add_argument("--refine-epochs", type=int, default=None, help="override the ASR-Net epochs")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help="override the reconstruction networks' batch (default 64; 16 in quick); small "
+                            "training sets such as the phantoms need fewer than 64")
     group.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (1 is fastest when other jobs share the CPU)")
     group.add_argument("--ndm-from", default=None, metavar="RUN_DIR",
@@ -823,7 +826,8 @@ def _config_from_args(args) -> DDADConfig:
                        n_unlabelled=getattr(args, "n_unlabelled", None),
                        anomaly_rate=getattr(args, "anomaly_rate", None),
                        refine_input=getattr(args, "refine_input", None),
-                       refine_epochs=getattr(args, "refine_epochs", None), epochs=args.epochs)
+                       refine_epochs=getattr(args, "refine_epochs", None),
+                       batch_size=getattr(args, "batch_size", None), epochs=args.epochs)
 
 
 def train_from_args(args) -> Path | None:

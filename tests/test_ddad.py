@@ -291,3 +291,16 @@ def test_cli_bad_pool_is_one_error_line(tmp_path, capsys, flags, message):
     rc = main(["train", "--method", "ddad", "--out", str(tmp_path), "--no-progress", *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and re.search(message, err[0])
+
+
+def test_cli_overrides_reach_the_config():
+    """``--batch-size`` and ``--n-unlabelled`` (used by the phantom localisation rows) override the profile."""
+    from cxrlib.__main__ import build_parser
+
+    args = build_parser("ddad").parse_args(["train", "--method", "ddad", "--profile", "cpu", "--out", "x",
+                                            "--batch-size", "16", "--n-unlabelled", "100"])
+    cfg = ddad._config_from_args(args)
+    assert (cfg.batch_size, cfg.n_unlabelled) == (16, 100)
+    assert cfg.epochs == ddad.ddad_config("cpu").epochs and cfg.precision == "bf16"
+    assert ddad._config_from_args(build_parser("ddad").parse_args(
+        ["train", "--method", "ddad", "--profile", "cpu", "--out", "x"])).batch_size == 64
