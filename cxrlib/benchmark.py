@@ -32,7 +32,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc",
-           "load_scores", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
+           "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
     """A ``python -m cxrlib`` child process failed."""
@@ -60,6 +60,43 @@ VARIANTS: dict[str, dict[str, list[str]]] = {
 #: it). Absent methods get no paper number: CRTSC reports only partial ablations, and DDAD's only ZhangLab number
 #: (WSCXR Table I) gives it K anomalies as its unlabelled set, not the semi-supervised pool of the table's row.
 PAPER_VARIANT: dict[str, str] = {"squid": "", "patchcore": "", "wscxr": "K=16"}
+
+
+def protocol_notes(profile: str) -> dict[str, str]:
+    """method -> one sentence on how the table's row differs from the paper's (training data, threshold rule,
+    image size, backbone weights), with this profile's sizes and epochs read from the method's own settings.
+
+    Every row shares the rest: the development split of one file, the threshold that maximises accuracy on its
+    validation images, and no pretrained weights (none can be fetched offline)."""
+    from .ddad import ddad_config
+    from .patchcore import PATCHCORE_PROFILES
+    from .train import squid_config
+    from .wscxr import WSCXR_PROFILES
+
+    def squid_like(m):
+        c = squid_config(m, profile)
+        return f"{c.image_size} px, {c.epochs} epochs"
+
+    paper_full = {m: squid_config(m, "full") for m in ("squid", "simsid")}
+    pc, ws, dd = PATCHCORE_PROFILES[profile], WSCXR_PROFILES[profile], ddad_config(profile)
+    wargs = next(iter(VARIANTS["wscxr"].values()))
+    k = wargs[wargs.index("--k") + 1]
+    return {
+        "squid": f"development-split normals only; {squid_like('squid')} (paper: {paper_full['squid'].image_size} px, "
+                 f"{paper_full['squid'].epochs} epochs, test-tuned threshold on the official test split)",
+        "simsid": f"as SQUID with SimSID's settings; {squid_like('simsid')} (paper: {paper_full['simsid'].epochs} epochs); "
+                  f"no paper row: SimSID states its gain over the state of the art, not this table's AUROC",
+        "crtsc": f"SQUID plus CRM, TSCC and the KL generator loss; {squid_like('crtsc')}; no paper row: CRTSC "
+                 f"states AUROC for partial ablations only",
+        "patchcore": f"development-split normals only; {pc['backbone']} {pc['layer']} at {pc['image_size']} px with "
+                     f"seeded random weights (paper, WSCXR Table I: ImageNet weights, test-tuned threshold)",
+        "wscxr": f"normals plus K = {k} labelled pneumonia images from outside validation "
+                 f"and test; {ws['backbone']} {ws['layer']} at {ws['image_size']} px, seeded random weights (paper: "
+                 f"256 px, ImageNet weights, Youden's threshold on the test set)",
+        "ddad": f"normals plus an unlabelled pool of {dd.n_unlabelled} ({dd.anomaly_rate:.0%} pneumonia) from the same "
+                f"file; {dd.image_size} px, {dd.epochs} epochs per network; no paper row: its only ZhangLab number "
+                f"(WSCXR Table I) has K anomalies as the unlabelled set",
+    }
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -435,10 +472,20 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
             f"official test split with test-tuned thresholds (see `cxrlib/paper_numbers.py`), a different protocol. "
             f"Generated from [`{rel}`]({rel}) by `python scripts/update_readme_results.py`; every row's commands "
             f"are in the CSV.", "", summary_markdown(summarize(rows), paper).rstrip("\n"), "",
-            ranking_markdown(summarize(rows)), *loc_block, "",
+            ranking_markdown(summarize(rows)), "", protocol_markdown(rows, profile), *loc_block, "",
             f"<details><summary>the {len(commands)} training commands</summary>", "", "```bash", *commands, "```",
             "", "</details>", README_END]
     return "\n".join(text)
+
+
+def protocol_markdown(rows: list[dict], profile: str) -> str:
+    """A Markdown list: one sentence per method of ``rows`` (in the table's order) on how its protocol differs
+    from the paper's (:func:`protocol_notes`)."""
+    notes = protocol_notes(profile)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = ["How each row's protocol differs from its paper (all rows: the development split of one file, the "
+             "threshold of maximum accuracy on its validation images, no pretrained weights):", ""]
+    return "\n".join(lines + [f"- **{m}**: {notes[m]}." for m in methods if m in notes])
 
 
 def replace_readme_section(readme: str, section: str, start: str = README_START, end: str = README_END) -> str:

@@ -172,3 +172,21 @@ def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):
     rows = B.merge_row(tmp_path / "metrics.csv", r)
     back = B.read_rows(tmp_path / "metrics.csv")
     assert len(rows) == len(back) == 1 and back[0]["best_dice"] == pytest.approx(r["best_dice"], rel=1e-5)
+
+
+@pytest.mark.parametrize("profile", ["quick", "cpu", "full"])
+def test_protocol_notes_cover_every_method_with_the_profiles_settings(profile):
+    from cxrlib.ddad import ddad_config
+    from cxrlib.train import squid_config
+
+    notes = B.protocol_notes(profile)
+    assert set(notes) == set(B.VARIANTS)
+    for m in ("squid", "simsid", "crtsc"):
+        c = squid_config(m, profile)
+        assert f"{c.image_size} px, {c.epochs} epochs" in notes[m]
+    assert f"pool of {ddad_config(profile).n_unlabelled}" in notes["ddad"]
+    # a method without a paper number beside it says why
+    for m in set(B.VARIANTS) - set(B.PAPER_VARIANT):
+        assert "no paper row" in notes[m]
+    md = B.protocol_markdown([{"method": "ddad"}, {"method": "squid"}, {"method": "ddad"}], profile)
+    assert md.count("\n- ") == 2 and md.index("**ddad**") < md.index("**squid**")
