@@ -69,3 +69,30 @@ def test_pixel_auroc_and_best_dice():
     assert M.pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
     dice, t = M.best_dice(masks, maps)
     assert dice == pytest.approx(1.0) and t > 0.5
+
+
+def test_best_dice_on_an_imperfect_map_matches_hand_count_and_f1():
+    # mask: 4 lesion pixels; the map ranks 3 of them above one background pixel, the 4th below it
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, 0, :4] = True
+    maps = np.zeros((1, 4, 4))
+    maps[0, 0, :3] = [0.9, 0.8, 0.7]
+    maps[0, 1, 0] = 0.6  # false positive
+    maps[0, 0, 3] = 0.5  # lesion pixel ranked below it
+    dice, t = M.best_dice(masks, maps, n_thresholds=16)
+    # keeping the top 3 gives TP 3, FN 1: 6/7; keeping all five non-zero pixels TP 4, FP 1: 8/9, the best
+    assert dice == pytest.approx(8 / 9)
+    assert 0 < t <= 0.5
+    # Dice on binary pixels is their F1 score
+    assert dice == pytest.approx(f1_score(masks.ravel(), maps.ravel() >= t))
+
+
+def test_best_dice_is_the_best_f1_over_its_sweep_on_random_maps():
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 8, 8)) < 0.2
+    maps = masks * 0.5 + rng.random((3, 8, 8))
+    dice, t = M.best_dice(masks, maps, n_thresholds=50)
+    sweep = np.unique(np.quantile(maps.ravel(), np.linspace(0, 1, 50, endpoint=False)))
+    f1s = [f1_score(masks.ravel(), maps.ravel() >= s) for s in sweep]
+    assert dice == pytest.approx(max(f1s))
+    assert dice == pytest.approx(f1_score(masks.ravel(), maps.ravel() >= t))
