@@ -50,6 +50,11 @@ def _score(args) -> int:
     ds = D.load(args.data, size=scorer.image_size)
     if args.split != "all":
         # val and test are the development split's, the same under every training protocol
+        version = scorer.meta.get("split_version", "image-v1")
+        if version != D.SPLIT_VERSION:
+            raise D.DataError(f"{args.checkpoint}: trained on development split '{version}', but this code's split "
+                              f"is '{D.SPLIT_VERSION}': its --split {args.split} would hold other images (retrain, "
+                              f"or score with --split all)")
         split = D.development_split(ds, seed=scorer.meta.get("split_seed", 0))
         ds = ds.subset(getattr(split, args.split))
     if len(ds) == 0:
@@ -67,7 +72,8 @@ def _score(args) -> int:
         speed = "" if args.feature_cache else len(ds) / max(seconds, 1e-9)  # cached features: no inference speed
         res.update({"checkpoint": str(args.checkpoint), "method": scorer.method, "data": str(args.data),
                     "split": args.split, "seconds": seconds, "images_per_second": speed,
-                    "checkpoint_val_auroc": (scorer.meta.get("val_metrics") or {}).get("auroc", "")})
+                    "checkpoint_val_auroc": (scorer.meta.get("val_metrics") or {}).get("auroc", ""),
+                    "split_version": scorer.meta.get("split_version", "image-v1") if args.split != "all" else ""})
         atomic_write_json(res, out.with_suffix(".json"))
         v, t = res["val_threshold"], res["test_tuned"]
         print(f"AUROC {res['auroc']:.4f}  AP {res['ap']:.4f}  |  validation threshold: ACC {v['acc']:.4f} "

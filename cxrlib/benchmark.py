@@ -31,7 +31,7 @@ import numpy as np
 from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_root
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
-           "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc",
+           "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
@@ -43,7 +43,12 @@ METRICS_COLUMNS = [
     "method", "variant", "seed", "split_seed", "data", "profile", "auroc", "ap", "acc", "f1", "sensitivity",
     "specificity", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "infer_images_per_s",
     "peak_train_gib", "peak_infer_gib", "pixel_auroc", "best_dice", "train_command", "score_command", "commit",
+    "split_version", "threads", "dice",
 ]
+#: columns a CSV written before they existed may lack, and the value such a row gets: ``image-v1`` is the
+#: image-level development split that preceded :data:`cxrlib.data.SPLIT_VERSION` (rows are kept, never mixed)
+LEGACY_DEFAULTS = {"split_version": "image-v1", "threads": "", "dice": ""}
+_TEXT_COLUMNS = ("method", "variant", "data", "profile", "train_command", "score_command", "commit", "split_version")
 
 #: method -> {variant name: extra ``train`` arguments}; the variants the results table compares
 VARIANTS: dict[str, dict[str, list[str]]] = {
@@ -163,17 +168,21 @@ def run_dir(out_root: Path, method: str, variant: str, seed: int, split_seed: in
     return out_root / f"{method}_{tag}_s{seed}_split{split_seed}"
 
 
-def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_seed: int) -> Path:
-    """Where :func:`run_row` copies a row's per-image test scores (``name,score,label``)."""
+def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_seed: int,
+                split_version: str = "image-v1") -> Path:
+    """Where :func:`run_row` copies a row's per-image test scores (``name,score,label``): in a sub-folder
+    named after the split version (``image-v1`` rows, from before versions, directly in ``scores_dir``)."""
     tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"
-    return Path(scores_dir) / f"{method}_{tag}_s{seed}_split{split_seed}.csv"
+    folder = Path(scores_dir) if split_version == "image-v1" else Path(scores_dir) / split_version
+    return folder / f"{method}_{tag}_s{seed}_split{split_seed}.csv"
 
 
 def load_scores(scores_dir, row: dict) -> tuple[np.ndarray, np.ndarray]:
     """The per-image test labels ``(N,)`` and scores ``(N,)`` that :func:`run_row` saved for ``row``."""
     if row.get("data") == LOCALISATION_DATA:
         scores_dir = Path(scores_dir) / LOCALISATION_DATA
-    path = scores_path(scores_dir, row["method"], row["variant"], int(row["seed"]), int(row["split_seed"]))
+    path = scores_path(scores_dir, row["method"], row["variant"], int(row["seed"]), int(row["split_seed"]),
+                       row.get("split_version", LEGACY_DEFAULTS["split_version"]))
     if not path.exists():
         raise FileNotFoundError(f"{path}: no saved test scores for this row; re-run its commands "
                                 f"(train_command, score_command in the CSV) or `python -m cxrlib benchmark`")
@@ -195,6 +204,11 @@ def paper_auroc() -> dict[str, tuple[float, float | None]]:
     return out
 
 
+def paper_auroc_text() -> dict[str, str]:
+    """method -> :func:`paper_auroc` as table text (``"87.6 ± 1.5"``, or ``"90.4"`` without a std)."""
+    return {m: f"{a}" + (f" ± {sd}" if sd is not None else "") for m, (a, sd) in paper_auroc().items()}
+
+
 def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, split_seed: int = 0,
             out_root: Path | None = None, scores_dir: Path | None = None, log=print,
             extra_args: list[str] | None = None) -> dict:
@@ -209,6 +223,8 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
                   "--split-seed", str(split_seed), "--out", str(run), "--no-progress", *extra]
     command = display_command(train_argv)
     info_path = run / "bench_train.json"
+    if (run / "model.pt").exists():
+        _check_split_version(run / "model.pt")
     if (run / "model.pt").exists() and info_path.exists():
         info = json.loads(info_path.read_text())
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))}")
@@ -230,8 +246,9 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
                   "--out", str(scores_csv)]
     _, peak_infer = run_command(score_argv, run / "score.log")
     res = json.loads(scores_csv.with_suffix(".json").read_text())
+    version = res.get("split_version", LEGACY_DEFAULTS["split_version"])
     if scores_dir is not None:
-        atomic_write_bytes(scores_path(scores_dir, method, variant, seed, split_seed), scores_csv.read_bytes())
+        atomic_write_bytes(scores_path(scores_dir, method, variant, seed, split_seed, version), scores_csv.read_bytes())
     v, t = res["val_threshold"], res["test_tuned"]
     return {
         "method": method, "variant": variant, "seed": seed, "split_seed": split_seed, "data": Path(str(data)).name,
@@ -241,8 +258,29 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
         "train_minutes": info["train_minutes"], "infer_images_per_s": res.get("images_per_second", ""),
         "peak_train_gib": info["peak_train_gib"], "peak_infer_gib": peak_infer, "pixel_auroc": "", "best_dice": "",
         "train_command": command,
-        "score_command": display_command(score_argv), "commit": git_commit(),
+        "score_command": display_command(score_argv), "commit": git_commit(), "split_version": version,
+        "threads": thread_count(), "dice": "",
     }
+
+
+def thread_count() -> int:
+    """The torch intra-op thread count a child ``python -m cxrlib`` process gets: ``OMP_NUM_THREADS`` when set,
+    else torch's default (the number of cores). Recorded with every row: it changes the float sums."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() else (os.cpu_count() or 1)
+
+
+def _check_split_version(model_path: Path) -> None:
+    """Refuse to reuse a run trained on another development-split definition than this code's."""
+    import torch
+
+    from .data import SPLIT_VERSION
+
+    ck = torch.load(model_path, map_location="cpu", weights_only=False)
+    version = ck.get("split_version", LEGACY_DEFAULTS["split_version"])
+    if version != SPLIT_VERSION:
+        raise CommandError(f"{_display(str(model_path))}: trained on development split '{version}', this code's is "
+                           f"'{SPLIT_VERSION}'; delete {_display(str(model_path.parent))} to retrain it")
 
 
 def read_rows(path) -> list[dict]:
@@ -253,14 +291,16 @@ def read_rows(path) -> list[dict]:
     rows = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != METRICS_COLUMNS:
+        legacy = [c for c in METRICS_COLUMNS if c not in LEGACY_DEFAULTS]
+        if reader.fieldnames not in (METRICS_COLUMNS, legacy):
             raise ValueError(f"{path}: columns {reader.fieldnames} are not the metrics schema {METRICS_COLUMNS}")
         for r in reader:
+            for k, default in LEGACY_DEFAULTS.items():
+                r.setdefault(k, default)
             for k, val in r.items():
                 if k in ("seed", "split_seed"):
                     r[k] = int(val)
-                elif val != "" and k not in ("method", "variant", "data", "profile", "train_command",
-                                             "score_command", "commit"):
+                elif val != "" and k not in _TEXT_COLUMNS:
                     r[k] = float(val)
             rows.append(r)
     return rows
@@ -277,11 +317,13 @@ def write_rows(path, rows: list[dict]) -> None:
 
 
 def _key(r: dict) -> tuple:
-    return r["method"], r["variant"], int(r["seed"]), int(r["split_seed"]), r["data"], r["profile"]
+    return (r["method"], r["variant"], int(r["seed"]), int(r["split_seed"]), r["data"], r["profile"],
+            r.get("split_version", LEGACY_DEFAULTS["split_version"]))
 
 
 def upsert(rows: list[dict], new: dict) -> list[dict]:
-    """``rows`` with ``new`` replacing any row of the same (method, variant, seed, split seed, data, profile)."""
+    """``rows`` with ``new`` replacing any row of the same (method, variant, seed, split seed, data, profile,
+    split version)."""
     return [r for r in rows if _key(r) != _key(new)] + [new]
 
 
@@ -303,17 +345,20 @@ def merge_row(path, new: dict) -> list[dict]:
 
 
 def summarize(rows: list[dict], metrics=("auroc", "ap", "acc", "f1", "train_minutes")) -> list[dict]:
-    """Mean and sample std (``ddof=1``; 0 for a single seed) per (method, variant, split seed, data, profile).
+    """Mean and sample std (``ddof=1``; 0 for a single seed) per (method, variant, split seed, data, profile,
+    split version): rows of two split definitions are never averaged together.
 
     Returns one dict per group with ``n`` and ``<metric>_mean`` / ``<metric>_std``, in first-seen order.
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["variant"], int(r["split_seed"]), r["data"], r["profile"]), []).append(r)
+        version = r.get("split_version", LEGACY_DEFAULTS["split_version"])
+        groups.setdefault((r["method"], r["variant"], int(r["split_seed"]), r["data"], r["profile"], version),
+                          []).append(r)
     out = []
-    for (method, variant, split_seed, data, profile), rs in groups.items():
+    for (method, variant, split_seed, data, profile, version), rs in groups.items():
         s = {"method": method, "variant": variant, "split_seed": split_seed, "data": data, "profile": profile,
-             "n": len(rs), "seeds": " ".join(str(int(r["seed"])) for r in rs)}
+             "split_version": version, "n": len(rs), "seeds": " ".join(str(int(r["seed"])) for r in rs)}
         for m in metrics:
             vals = np.array([float(r[m]) for r in rs if r.get(m, "") != ""], dtype=float)
             s[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
@@ -346,12 +391,14 @@ def summary_markdown(summary: list[dict], paper: dict[str, str] | None = None) -
 
 #: the data of the localisation rows: seeded phantoms with lesion masks (:func:`cxrlib.data.make_phantoms`)
 LOCALISATION_DATA = "phantoms"
+#: the pixel grid on which every method's maps are scored against the masks
+LOCALISATION_SIZE = 128
 
 
-#: method -> extra ``train`` arguments of its localisation rows. The phantom set has 200 images (100 with lesions):
+#: method -> extra ``train`` arguments of its localisation rows. The phantom set has 400 images (200 with lesions):
 #: too few for DDAD's 700-image unlabelled pool of the cpu and full profiles, so its phantom runs use the quick
-#: profile's pool of 100 (60 % anomalous: 60 of the 74 lesion phantoms outside validation and test), and its
-#: 34 normal training phantoms are fewer than one batch of 64, so its networks train at the quick batch of 16.
+#: profile's pool of 100 (60 % anomalous: 60 of the 101 lesion phantoms outside validation and test), and its
+#: networks train at the quick batch of 16 (94 labelled normal phantoms remain beside the pool).
 LOCALISATION_EXTRA_ARGS: dict[str, list[str]] = {"ddad": ["--n-unlabelled", "100", "--batch-size", "16"]}
 
 
@@ -389,13 +436,29 @@ def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out
     if not hasattr(scorer, "anomaly_maps"):
         raise ValueError(f"{method} produces no anomaly map")
     ds = D.load(LOCALISATION_DATA, size=scorer.image_size)
-    test = D.development_split(ds, seed=0).test
-    maps = np.asarray(scorer.anomaly_maps(ds.images[test]), dtype=float)
-    masks = ds.masks[test]
-    dice, thr = M.best_dice(masks, maps)
-    row.update(pixel_auroc=M.pixel_auroc(masks, maps), best_dice=dice)
-    return {**row, "dice_threshold": thr, "maps": maps, "masks": masks, "images": ds.images[test],
-            "labels": ds.labels[test]}
+    split = D.development_split(ds, seed=0)
+    # every method is scored on the same pixel grid: its maps are resized to LOCALISATION_SIZE, where the
+    # masks of the one phantom set (drawn once at the base size) live
+    masks_ds = D.load(LOCALISATION_DATA, size=LOCALISATION_SIZE)
+    val_maps = _resize_maps(scorer.anomaly_maps(ds.images[split.val]), LOCALISATION_SIZE)
+    maps = _resize_maps(scorer.anomaly_maps(ds.images[split.test]), LOCALISATION_SIZE)
+    masks = masks_ds.masks[split.test]
+    _, val_thr = M.best_dice(masks_ds.masks[split.val], val_maps)
+    best, thr = M.best_dice(masks, maps)
+    row.update(pixel_auroc=M.pixel_auroc(masks, maps), best_dice=best, dice=M.dice(masks, maps, val_thr))
+    return {**row, "dice_threshold": thr, "val_dice_threshold": val_thr, "maps": maps, "masks": masks,
+            "images": masks_ds.images[split.test], "labels": ds.labels[split.test]}
+
+
+def _resize_maps(maps, size: int) -> np.ndarray:
+    """Anomaly maps ``(N, s, s)`` -> ``(N, size, size)`` (bilinear)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(np.asarray(maps, dtype=np.float32))[:, None]
+    if t.shape[-1] != size:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return t[:, 0].double().numpy()
 
 
 def localisation_markdown(rows: list[dict]) -> str:
@@ -456,7 +519,7 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
     """The README's results block, generated from a committed metrics CSV (never typed by hand)."""
     all_rows = read_rows(csv_path)
     rows, loc = image_rows(all_rows), localisation_rows(all_rows)
-    paper = {m: f"{a}" + (f" ± {sd}" if sd is not None else "") for m, (a, sd) in paper_auroc().items()}
+    summary, paper = summarize(rows), paper_auroc_text()
     rel = display_path or Path(csv_path).as_posix()
     commands = sorted({r["train_command"] for r in all_rows})
     loc_block = []
@@ -471,8 +534,8 @@ def readme_results_section(csv_path, profile: str, display_path: str | None = No
             f"mean ± std over seeds, ACC/F1 at the threshold chosen on validation. Paper AUROC: the papers' "
             f"official test split with test-tuned thresholds (see `cxrlib/paper_numbers.py`), a different protocol. "
             f"Generated from [`{rel}`]({rel}) by `python scripts/update_readme_results.py`; every row's commands "
-            f"are in the CSV.", "", summary_markdown(summarize(rows), paper).rstrip("\n"), "",
-            ranking_markdown(summarize(rows)), "", protocol_markdown(rows, profile), *loc_block, "",
+            f"are in the CSV.", "", summary_markdown(summary, paper).rstrip("\n"), "",
+            ranking_markdown(summary), "", protocol_markdown(rows, profile), *loc_block, "",
             f"<details><summary>the {len(commands)} training commands</summary>", "", "```bash", *commands, "```",
             "", "</details>", README_END]
     return "\n".join(text)

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from . import data as D
 from .train import FORMAT_VERSION, CheckpointError, TrainingDivergedError
 
 __all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "focal_loss", "synthetic_anomalies",
@@ -787,6 +788,7 @@ def finalize_ddad(out_dir, cfg: DDADConfig, ds, split, seed: int = 0, device=Non
     path = out_dir / "model.pt"
     atomic_torch_save({
         "format": FORMAT_VERSION, "method": "ddad", "cfg": cfg.to_dict(), "seed": seed, "split_seed": split.seed,
+        "split_version": D.SPLIT_VERSION,
         "backbone": cfg.backbone, "score": cfg.score, "threshold": thresholds[cfg.score], "thresholds": thresholds,
         "threshold_rule": f"{threshold_rule} on the validation split", "val_metrics": val,
         "weights": weights, "history": history, "seconds_per_network": seconds,
@@ -867,7 +869,8 @@ def scorer_from_checkpoint(ck: dict, path, device) -> DDADScorer:
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: not a complete DDAD checkpoint ({e.__class__.__name__}: {e})") from None
     meta = {k: ck[k] for k in ("seed", "split_seed", "val_metrics", "threshold_rule", "data", "train_seconds",
-                               "protocol", "split_summary", "history", "seconds_per_network") if k in ck}
+                               "protocol", "split_summary", "history", "seconds_per_network", "split_version")
+            if k in ck}
     return DDADScorer(cfg, udm, ndm, refine, ck["score"], ck["thresholds"], meta, device)
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .features import PatchFeatures
+from . import data as D
 from .train import FORMAT_VERSION, CheckpointError
 from .utils import progress
 
@@ -243,7 +244,7 @@ def finalize(scorer: PatchScorer, ds, split, out_dir, record: dict, threshold_ru
     fx = scorer.extractor
     ck = {"format": FORMAT_VERSION, "method": scorer.method, "threshold": threshold,
           "threshold_rule": f"{threshold_rule} on the validation split", "val_metrics": M.evaluate(y_val, s_val, threshold),
-          "split_seed": split.seed, "protocol": split.protocol, "split_summary": split.summary(ds.labels),
+          "split_seed": split.seed, "split_version": D.SPLIT_VERSION, "protocol": split.protocol, "split_summary": split.summary(ds.labels),
           "image_size": scorer.image_size, "features": fx.config(), "features_state": fx.state_dict_to_store(),
           "backbone": fx.backbone, "layer": fx.layer, "weights": fx.weights, "backbone_label": fx.label, **record}
     path = Path(out_dir) / "model.pt"
@@ -344,7 +345,7 @@ def extractor_from_checkpoint(ck: dict, path, device) -> PatchFeatures:
 def _meta(ck: dict) -> dict:
     return {k: ck[k] for k in ("seed", "split_seed", "val_metrics", "threshold_rule", "data", "train_seconds",
                                "protocol", "split_summary", "backbone_label", "settings", "history", "k",
-                               "best_epoch") if k in ck}
+                               "best_epoch", "split_version") if k in ck}
 
 
 def scorer_from_checkpoint(ck: dict, path, device) -> PatchCoreScorer:

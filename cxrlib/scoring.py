@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import data as D
 from .train import FORMAT_VERSION, CheckpointError
 
 __all__ = ["SquidScorer", "load_scorer", "finalize_squid", "SQUID_FAMILY", "add_train_arguments"]
@@ -117,7 +118,7 @@ def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: st
         "gen": best["gen"], "disc": best["disc"], "best_epoch": best["epoch"], "mu": mu, "sigma": sigma,
         "threshold": threshold, "threshold_rule": f"{threshold_rule} on the validation split",
         "val_metrics": val, "history": last["history"], "train_seconds": last.get("train_seconds", 0.0),
-        "data": last.get("data", ""), "split_seed": split.seed,
+        "data": last.get("data", ""), "split_seed": split.seed, "split_version": D.SPLIT_VERSION,
     }, path)
     return path
 
@@ -181,7 +182,7 @@ def scorer_from_checkpoint(ck: dict, path, device) -> SquidScorer:
     gen.load_state_dict(ck["gen"])
     disc.load_state_dict(ck["disc"])
     meta = {k: ck[k] for k in ("seed", "best_epoch", "val_metrics", "threshold_rule", "data", "train_seconds",
-                               "split_seed") if k in ck}
+                               "split_seed", "split_version") if k in ck}
     return SquidScorer(ck["method"], cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device)
 
 
