@@ -1,4 +1,4 @@
-"""Command line: ``python -m cxrlib {train,score,reproduce} --help``.
+"""Command line: ``python -m cxrlib {train,score,benchmark,data,reproduce} --help``.
 
     python -m cxrlib train --method squid --data PATH/zhanglab128_train.npz --profile cpu --seed 0 --out runs/squid_cpu_s0
     python -m cxrlib score --checkpoint runs/squid_cpu_s0/model.pt --data PATH/zhanglab128_train.npz --split test --out scores.csv
@@ -120,6 +120,18 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _data(args) -> int:
+    from . import data as D
+
+    ds = D.load(args.data)
+    for split_seed in args.split_seeds:
+        for split in (D.development_split(ds, split_seed),
+                      D.weakly_supervised_protocol(ds, args.k, split_seed),
+                      D.semi_supervised_protocol(ds, args.n_unlabelled, args.anomaly_rate, split_seed)):
+            print(D.split_report(ds, split), end="\n\n")
+    return 0
+
+
 def _reproduce(args) -> int:
     from .reproduce import run_notebooks
 
@@ -175,6 +187,15 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                         "with lesion masks and add pixel AUROC and best Dice (split 0) to the same CSV")
     b.add_argument("--out", default=None, help="CSV (default results/<profile>/metrics.csv); rows are updated")
     b.set_defaults(func=_benchmark)
+
+    d = sub.add_parser("data", help="summarise a data set's development split under every protocol: images, "
+                                     "patients per part and the patients any two parts share (zero)")
+    d.add_argument("--data", required=True, help="npz, folder tree, 'embedded' or 'phantoms'")
+    d.add_argument("--split-seeds", nargs="*", type=int, default=[0, 1])
+    d.add_argument("--k", type=int, default=16, help="labelled anomalies of the weakly supervised protocol")
+    d.add_argument("--n-unlabelled", type=int, default=700, help="unlabelled pool of the semi-supervised protocol")
+    d.add_argument("--anomaly-rate", type=float, default=0.6)
+    d.set_defaults(func=_data)
 
     r = sub.add_parser("reproduce", help="re-run every numbered notebook with papermill")
     r.add_argument("--profile", choices=PROFILES, default="quick")

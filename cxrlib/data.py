@@ -30,7 +30,8 @@ import numpy as np
 __all__ = [
     "DataError", "LeakageError", "CXRDataset", "Split", "EMBEDDED_SAMPLE", "IMAGE_EXTENSIONS",
     "load", "load_folder", "load_npz", "load_embedded", "load_medmnist", "make_phantoms",
-    "content_hashes", "duplicate_groups", "patient_ids", "split_groups", "SPLIT_VERSION", "development_split", "unsupervised_protocol",
+    "content_hashes", "duplicate_groups", "patient_ids", "split_groups", "SPLIT_VERSION", "split_report",
+    "load_split_index", "development_split", "unsupervised_protocol",
     "weakly_supervised_protocol", "semi_supervised_protocol", "check_no_leakage", "resolve_data",
 ]
 
@@ -720,6 +721,43 @@ def development_split(ds: CXRDataset, seed: int = 0, val_frac: float = 0.15, tes
     split = Split(train=train, val=val, test=test, protocol="unsupervised", seed=seed, unused=unused)
     split.check(ds)
     return split
+
+
+def split_report(ds: CXRDataset, split: Split) -> str:
+    """A plain-text summary of ``split``: images per class and distinct patients per part, how many names
+    carried no patient, and the number of patients shared by each pair of training / validation / test
+    (computed from the names here, independently of :meth:`Split.check`; all zero for a valid split)."""
+    patients, unknown = patient_ids(ds.names)
+    summ, per = split.summary(ds.labels), split.patients(ds)
+    lines = [f"{ds.source}: {len(ds)} images, {len(set(patients.tolist()))} patients "
+             f"({unknown} names carry no patient: one image = one patient); split {SPLIT_VERSION}, "
+             f"seed {split.seed}, {split.protocol}",
+             f"{'part':<16}{'normal':>8}{'abnormal':>10}{'patients':>10}"]
+    for k, (n0, n1) in summ.items():
+        lines.append(f"{k:<16}{n0:>8}{n1:>10}{per[k]:>10}")
+    sides = {"training": np.concatenate([split.train, split.train_abnormal, split.unlabelled]),
+             "val": split.val, "test": split.test}
+    for a, b in (("training", "val"), ("training", "test"), ("val", "test")):
+        shared = set(patients[sides[a]].tolist()) & set(patients[sides[b]].tolist())
+        lines.append(f"patients shared by {a} and {b}: {len(shared)}")
+    return "\n".join(lines)
+
+
+def load_split_index(path=None) -> CXRDataset:
+    """The development split's inputs for ``zhanglab128_train.npz`` without its images: names, labels and
+    exact-duplicate groups from ``data/zhanglab128_train_index.csv`` (written by
+    ``scripts/make_split_index.py``), with 4x4 stand-in images that are identical exactly where the real
+    images are. :func:`development_split` and the protocols give the same indices on it as on the real file."""
+    import csv
+
+    path = Path(path or EMBEDDED_SAMPLE.with_name("zhanglab128_train_index.csv"))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups = np.array([int(r["duplicate_of"]) for r in rows], np.int64)
+    images = np.zeros((len(rows), 4, 4), np.uint8)
+    images.reshape(len(rows), -1)[:, :4] = groups[:, None].view(np.uint8).reshape(len(rows), 8)[:, :4]
+    return CXRDataset(images, np.array([int(r["label"]) for r in rows], np.int64),
+                      np.array([r["name"] for r in rows]), np.array([""] * len(rows)), str(path))
 
 
 def unsupervised_protocol(ds: CXRDataset, seed: int = 0) -> Split:

@@ -34,10 +34,12 @@ __all__ = ["PATCHCORE_PROFILES", "nn_distances", "greedy_coreset", "covering_rad
 #: profile feeds 256 px as WSCXR does on ZhangLab (8×8 grid at denseblock4; 128 px gives 4×4, WSCXR's CheXpert).
 #: ``quick`` uses ResNet18 ``layer3`` (about 3x faster than DenseNet121 on a CPU, 8×8 grid of 256-d at 128 px)
 #: so that a notebook runs in about a minute; ``cpu`` and ``full`` use WSCXR's DenseNet121 ``features.denseblock4``.
+#: ``full`` averages the 5 nearest bank features per patch, as the official WSCXR config
+#: (``anomaly_scorer_num_nn: 5``); ``quick`` and ``cpu`` keep 1 (PatchCore's own default).
 PATCHCORE_PROFILES = {
     "quick": {"backbone": "resnet18", "layer": "layer3", "image_size": 128, "coreset_ratio": 0.1, "max_normal": None, "n_neighbors": 1},
     "cpu": {"backbone": "densenet121", "layer": "features.denseblock4", "image_size": 128, "coreset_ratio": 0.1, "max_normal": None, "n_neighbors": 1},
-    "full": {"backbone": "densenet121", "layer": "features.denseblock4", "image_size": 256, "coreset_ratio": 0.1, "max_normal": None, "n_neighbors": 1},
+    "full": {"backbone": "densenet121", "layer": "features.denseblock4", "image_size": 256, "coreset_ratio": 0.1, "max_normal": None, "n_neighbors": 5},
 }
 
 

@@ -45,7 +45,7 @@ WSCXR_PROFILES = {
     "cpu": {"backbone": "densenet121", "layer": "features.denseblock4", "image_size": 128, "max_normal": 500, "normal_ratio": 0.5, "retention": 0.2, "n_neighbors": 1,
             "meta_epochs": 100, "batch_size": 8, "lr": 2e-4, "weight_decay": 1e-5, "margin": 0.5,
             "dsc_layers": 1, "dsc_hidden": None, "k": 16},
-    "full": {"backbone": "densenet121", "layer": "features.denseblock4", "image_size": 256, "max_normal": 500, "normal_ratio": 0.5, "retention": 0.2, "n_neighbors": 1,
+    "full": {"backbone": "densenet121", "layer": "features.denseblock4", "image_size": 256, "max_normal": 500, "normal_ratio": 0.5, "retention": 0.2, "n_neighbors": 5,
              "meta_epochs": 100, "batch_size": 8, "lr": 2e-4, "weight_decay": 1e-5, "margin": 0.5,
              "dsc_layers": 1, "dsc_hidden": None, "k": 16},
 }

@@ -196,13 +196,102 @@ def test_phantoms_are_seeded_and_masked():
 def test_development_split_counts_and_no_leakage(sample):
     s = D.development_split(sample, seed=0)
     summ = s.summary(sample.labels)
-    assert summ["val"][0] == summ["val"][1] > 0 and summ["test"][0] == summ["test"][1] > 0
     assert summ["train"] == (240 - summ["val"][0] - summ["test"][0], 0)
-    assert summ["val"][0] == pytest.approx(0.075 * 240, abs=2)
+    assert summ["val"][0] == pytest.approx(0.15 * 240, abs=3) and summ["test"][0] == pytest.approx(0.18 * 240, abs=3)
+    # the sample has 160 pneumonia images: val + test take at most half of them, in proportion
+    assert summ["val"][1] + summ["test"][1] <= 80 and summ["val"][1] > 0 and summ["test"][1] > 0
     s2 = D.development_split(sample, seed=0)
     np.testing.assert_array_equal(s.train, s2.train)
     np.testing.assert_array_equal(s.test, s2.test)
     assert not np.array_equal(D.development_split(sample, seed=1).test, s.test)
+
+
+def test_patient_ids_from_names():
+    ids, unknown = D.patient_ids([
+        "train/NORMAL/IM-0115-0001.jpeg", "train/NORMAL/NORMAL2-IM-0115-0002.jpeg", "IM-0117-0001-0002.jpeg",
+        "train/PNEUMONIA/person9_bacteria_39.jpeg", "person9_virus_41.jpeg", "person447_virus_921_1.jpeg",
+        "CheXpert-v1.0/train/patient00042/study1/view1_frontal.jpg", "patient00042_study2.png", "scan_17.png"])
+    assert ids.tolist()[:8] == ["im115", "im115", "im117", "person9", "person9", "person447",
+                                "patient00042", "patient00042"]
+    assert ids[8] == "?scan_17.png" and unknown == 1
+
+
+def _with_patients(sample, per_patient=5):
+    """The sample renamed so that every ``per_patient`` consecutive rows of a class are one child."""
+    names = np.array([f"train/NORMAL/IM-{i // per_patient:04d}-{i:04d}.jpeg" if y == 0 else
+                      f"train/PNEUMONIA/person{i // per_patient}_bacteria_{i}.jpeg"
+                      for i, y in enumerate(sample.labels)])
+    return D.CXRDataset(sample.images, sample.labels, names, sample.splits, "renamed")
+
+
+def _shared_patients(ds, split) -> dict:
+    patients, _ = D.patient_ids(ds.names)
+    sides = {"training": np.concatenate([split.train, split.train_abnormal, split.unlabelled]),
+             "val": split.val, "test": split.test}
+    return {(a, b): len(set(patients[sides[a]]) & set(patients[sides[b]]))
+            for a, b in (("training", "val"), ("training", "test"), ("val", "test"))}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_every_protocol_draws_patients_not_images(sample, seed):
+    ds = _with_patients(sample)
+    for split in (D.development_split(ds, seed), D.weakly_supervised_protocol(ds, 8, seed),
+                  D.semi_supervised_protocol(ds, 40, 0.5, seed)):
+        assert set(_shared_patients(ds, split).values()) == {0}, split.protocol
+        # a validation or test patient has all of their images there
+        patients, _ = D.patient_ids(ds.names)
+        for part in (split.val, split.test):
+            assert np.isin(np.flatnonzero(np.isin(patients, patients[part])), part).all()
+
+
+def test_split_check_fails_loudly_on_a_shared_patient(sample):
+    ds = _with_patients(sample)
+    split = D.development_split(ds, 0)
+    patients, _ = D.patient_ids(ds.names)
+    # move one image of a validation patient into training: the patient is now on two sides
+    moved = split.val[0]
+    bad = D.Split(train=np.sort(np.append(split.train, moved)), val=split.val[1:], test=split.test)
+    with pytest.raises(D.LeakageError, match=f"patient.*training and val.*{patients[moved]}"):
+        bad.check(ds)
+
+
+@pytest.mark.parametrize("split_seed", [0, 1])
+def test_zhanglab_split_is_patient_disjoint(split_seed):
+    """The full training file's split, rebuilt from its shipped index (names, labels, duplicates)."""
+    ds = D.load_split_index()
+    assert len(ds) == 5216 and int((ds.labels == 0).sum()) == 1341
+    for split in (D.development_split(ds, split_seed), D.weakly_supervised_protocol(ds, 16, split_seed),
+                  D.semi_supervised_protocol(ds, 700, 0.6, split_seed)):
+        assert set(_shared_patients(ds, split).values()) == {0}, split.protocol
+        assert "shared by val and test: 0" in D.split_report(ds, split)
+    summ = D.development_split(ds, split_seed).summary(ds.labels)
+    assert 195 <= summ["val"][0] <= 210 and 235 <= summ["test"][0] <= 250 and summ["train"][0] >= 880
+    # val and test at the official test split's pneumonia:normal ratio of 390:234
+    for part in ("val", "test"):
+        assert summ[part][1] / summ[part][0] == pytest.approx(390 / 234, rel=0.03)
+    # the image-v1 split of this file put 30 development-test normals beside a training normal of the same child
+    assert D.SPLIT_VERSION == "patient-v2"
+
+
+def test_split_index_matches_the_shared_file():
+    path = D.EMBEDDED_SAMPLE.parents[2] / "shared" / "data" / "zhanglab128_train.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not here (the index test above covers the split)")
+    real, index = D.load(path), D.load_split_index()
+    np.testing.assert_array_equal(real.names, index.names)
+    np.testing.assert_array_equal(real.labels, index.labels)
+    np.testing.assert_array_equal(D.duplicate_groups(real.images), D.duplicate_groups(index.images))
+    for seed in (0, 1):
+        a, b = D.semi_supervised_protocol(real, 700, 0.6, seed), D.semi_supervised_protocol(index, 700, 0.6, seed)
+        for part in ("train", "unlabelled", "val", "test"):
+            np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+
+
+def test_phantoms_share_lesions_across_sizes():
+    big, small = D.make_phantoms(20, 128, 0.5, seed=1), D.make_phantoms(20, 64, 0.5, seed=1)
+    down = big.masks.reshape(20, 64, 2, 64, 2).mean((2, 4)) >= 0.5
+    inter, union = (down & small.masks).sum((1, 2)), (down | small.masks).sum((1, 2))
+    assert (inter[10:] / union[10:]).mean() > 0.85
 
 
 def test_duplicate_groups_stay_on_one_side(sample):
@@ -231,6 +320,7 @@ def test_weakly_and_semi_supervised_protocols(sample):
     base = D.development_split(sample, 0)
     np.testing.assert_array_equal(w.val, base.val)  # same evaluation sets as the other methods
     s = D.semi_supervised_protocol(sample, n_unlabelled=40, anomaly_rate=0.25, seed=0)
+    # the pool's normals are whole patients taken out of the training normals (here one image each)
     assert len(s.unlabelled) == 40 and int(sample.labels[s.unlabelled].sum()) == 10
     assert len(s.train) == len(base.train) - 30
     np.testing.assert_array_equal(s.test, base.test)

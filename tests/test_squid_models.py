@@ -417,3 +417,27 @@ def test_no_hard_coded_cuda_in_cxrlib():
     root = Path(__file__).resolve().parents[1] / "cxrlib"
     offenders = [str(p) for p in root.rglob("*.py") if re.search(r"\.cuda\(", p.read_text())]
     assert offenders == []
+
+
+def test_full_profile_matches_the_official_selection_and_memory_read():
+    from cxrlib.train import keeps_epoch, squid_config
+
+    for method in ("squid", "crtsc"):
+        cfg = squid_config(method, "full")
+        # official shrink_thres=5 zeroes the 5th weight too: 4 slots per read; the "best - 0.5" tolerance rule
+        assert cfg.topk == 4 and cfg.selection_tolerance == 0.005 and cfg.image_size == 128
+    simsid = squid_config("simsid", "full")
+    assert simsid.topk == 5 and simsid.selection_tolerance == 0.0 and simsid.epochs == 1000
+    for profile in ("cpu", "quick"):  # the reduced profiles are not silently changed
+        cfg = squid_config("squid", profile)
+        assert cfg.topk == 5 and cfg.selection_tolerance == 0.0
+    assert keeps_epoch(0.797, 0.80, 0.005) and not keeps_epoch(0.794, 0.80, 0.005)
+    assert not keeps_epoch(0.80, 0.80) and keeps_epoch(0.801, 0.80)
+
+
+def test_full_profile_patch_scorers_use_five_neighbours():
+    from cxrlib.patchcore import PATCHCORE_PROFILES
+    from cxrlib.wscxr import WSCXR_PROFILES
+
+    assert PATCHCORE_PROFILES["full"]["n_neighbors"] == 5 and WSCXR_PROFILES["full"]["n_neighbors"] == 5
+    assert PATCHCORE_PROFILES["cpu"]["n_neighbors"] == 1 and WSCXR_PROFILES["cpu"]["n_neighbors"] == 1

@@ -109,6 +109,9 @@ class SquidConfig:
     eta_min: float = 1e-5
     epochs: int = 200
     batch_size: int = 16
+    # -- checkpoint selection ------------------------------------------------------------------
+    selection_tolerance: float = 0.0  # keep an epoch when val AUROC > kept - tolerance (0: strict arg-max;
+    #                                   official SQUID/CRTSC: 0.005, their "best - 0.5" on a 0-100 scale)
     # -- augmentation (training only): RandomAffine(0, translate, scale) -----------------------
     aug_translate: float = 0.05
     aug_scale: tuple[float, float] = (0.95, 1.05)
