@@ -32,6 +32,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
+           "current_rows", "stale_rows", "split_change_markdown", "thread_count", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
@@ -296,7 +297,8 @@ def read_rows(path) -> list[dict]:
             raise ValueError(f"{path}: columns {reader.fieldnames} are not the metrics schema {METRICS_COLUMNS}")
         for r in reader:
             for k, default in LEGACY_DEFAULTS.items():
-                r.setdefault(k, default)
+                if r.get(k) in (None, ""):
+                    r[k] = default
             for k, val in r.items():
                 if k in ("seed", "split_seed"):
                     r[k] = int(val)
@@ -402,6 +404,40 @@ LOCALISATION_SIZE = 128
 LOCALISATION_EXTRA_ARGS: dict[str, list[str]] = {"ddad": ["--n-unlabelled", "100", "--batch-size", "16"]}
 
 
+def current_rows(rows: list[dict]) -> list[dict]:
+    """The rows made on this code's development split (:data:`cxrlib.data.SPLIT_VERSION`); every table and
+    figure is drawn from these. Rows of an earlier split definition stay in the CSV as a record, marked stale."""
+    from .data import SPLIT_VERSION
+
+    return [r for r in rows if r.get("split_version") == SPLIT_VERSION]
+
+
+def stale_rows(rows: list[dict]) -> list[dict]:
+    """The rows of an earlier split definition (see :func:`current_rows`)."""
+    from .data import SPLIT_VERSION
+
+    return [r for r in rows if r.get("split_version") != SPLIT_VERSION]
+
+
+def split_change_markdown(rows: list[dict]) -> str:
+    """Old against new development split, once: mean ± std AUROC (%) per method and split seed on the
+    ``image-v1`` rows and on the current rows, and the change in points; rows present in only one are shown
+    with a blank. The X-ray rows only."""
+    from .data import SPLIT_VERSION
+
+    groups: dict = {}
+    for s in summarize(image_rows(rows)):
+        groups.setdefault((s["method"], s["variant"], s["split_seed"]), {})[s["split_version"]] = s
+    lines = [f"| method | variant | split | AUROC, image-v1 (seeds) | AUROC, {SPLIT_VERSION} (seeds) | change |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    cell = lambda s: f"{100 * s['auroc_mean']:.1f} ± {100 * s['auroc_std']:.1f} ({s['n']})" if s else ""  # noqa: E731
+    for (method, variant, split_seed), by in groups.items():
+        old, new = by.get("image-v1"), by.get(SPLIT_VERSION)
+        change = f"{100 * (new['auroc_mean'] - old['auroc_mean']):+.1f}" if old and new else ""
+        lines.append(f"| {method} | {variant} | {split_seed} | {cell(old)} | {cell(new)} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
 def image_rows(rows: list[dict]) -> list[dict]:
     """The rows of the image-level table (the X-ray data), without the localisation rows on phantoms."""
     return [r for r in rows if r["data"] != LOCALISATION_DATA]
@@ -462,15 +498,16 @@ def _resize_maps(maps, size: int) -> np.ndarray:
 
 
 def localisation_markdown(rows: list[dict]) -> str:
-    """A Markdown table of the localisation rows: pixel AUROC, best Dice and image AUROC on the phantoms (%),
-    mean ± std over seeds."""
-    summ = summarize(localisation_rows(rows), metrics=("pixel_auroc", "best_dice", "auroc", "train_minutes"))
-    lines = ["| method | variant | seeds | pixel AUROC | best Dice | image AUROC (phantoms) | train min |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """A Markdown table of the localisation rows: pixel AUROC, Dice at the threshold chosen on the validation
+    phantoms, best Dice (an oracle: its threshold is chosen on the test masks) and image AUROC on the phantoms
+    (%), mean ± std over seeds."""
+    summ = summarize(localisation_rows(rows), metrics=("pixel_auroc", "dice", "best_dice", "auroc", "train_minutes"))
+    lines = ["| method | variant | seeds | pixel AUROC | Dice (val thr.) | best Dice (oracle) | image AUROC (phantoms) "
+             "| train min |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summ:
-        cell = lambda m: f"{100 * s[m + '_mean']:.1f} ± {100 * s[m + '_std']:.1f}"  # noqa: E731
-        lines.append(f"| {s['method']} | {s['variant']} | {s['n']} | {cell('pixel_auroc')} | {cell('best_dice')} | "
-                     f"{cell('auroc')} | {s['train_minutes_mean']:.1f} |")
+        cell = lambda m: "" if np.isnan(s[m + "_mean"]) else f"{100 * s[m + '_mean']:.1f} ± {100 * s[m + '_std']:.1f}"  # noqa: E731
+        lines.append(f"| {s['method']} | {s['variant']} | {s['n']} | {cell('pixel_auroc')} | {cell('dice')} | "
+                     f"{cell('best_dice')} | {cell('auroc')} | {s['train_minutes_mean']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -512,46 +549,17 @@ def ranking_markdown(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def readme_results_section(csv_path, profile: str, display_path: str | None = None) -> str:
-    """The README's results block, generated from a committed metrics CSV (never typed by hand)."""
-    all_rows = read_rows(csv_path)
-    rows, loc = image_rows(all_rows), localisation_rows(all_rows)
-    summary, paper = summarize(rows), paper_auroc_text()
-    rel = display_path or Path(csv_path).as_posix()
-    commands = sorted({r["train_command"] for r in all_rows})
-    loc_block = []
-    if loc:
-        loc_block = ["", f"Localisation on the seeded phantoms with lesion masks (`data` = `{LOCALISATION_DATA}` in "
-                     f"the CSV; none of the X-ray sets has pixel masks): each method trained on the normal phantoms of "
-                     f"development split 0, its maps on the development-test phantoms scored against the masks "
-                     f"(pixel AUROC over all pixels, best Dice over a threshold sweep); in %, mean ± std over seeds.",
-                     "", localisation_markdown(all_rows).rstrip("\n")]
-    text = [README_START,
-            f"Profile `{profile}`, development-test split of `{rows[0]['data'] if rows else '?'}`; AUROC/AP/ACC/F1 in %, "
-            f"mean ± std over seeds, ACC/F1 at the threshold chosen on validation. Paper AUROC: the papers' "
-            f"official test split with test-tuned thresholds (see `cxrlib/paper_numbers.py`), a different protocol. "
-            f"Generated from [`{rel}`]({rel}) by `python scripts/update_readme_results.py`; every row's commands "
-            f"are in the CSV.", "", summary_markdown(summary, paper).rstrip("\n"), "",
-            ranking_markdown(summary), "", protocol_markdown(rows, profile), *loc_block, "",
-            f"<details><summary>the {len(commands)} training commands</summary>", "", "```bash", *commands, "```",
-            "", "</details>", README_END]
-    return "\n".join(text)
-
-
 def protocol_markdown(rows: list[dict], profile: str) -> str:
     """A Markdown list: one sentence per method of ``rows`` (in the table's order) on how its protocol differs
     from the paper's (:func:`protocol_notes`)."""
     notes = protocol_notes(profile)
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = ["How each row's protocol differs from its paper (all rows: the development split of one file, the "
-             "threshold of maximum accuracy on its validation images, no pretrained weights):", ""]
+    lines = ["How each row's protocol differs from its paper (all rows: the patient-disjoint development split of "
+             "one file, the threshold of maximum accuracy on its validation images, no pretrained weights):", ""]
     return "\n".join(lines + [f"- **{m}**: {notes[m]}." for m in methods if m in notes])
 
 
-def replace_readme_section(readme: str, section: str, start: str = README_START, end: str = README_END) -> str:
+def replace_readme_section(readme: str, section: str, start: str, end: str) -> str:
     """``readme`` with the text between the ``start`` and ``end`` markers replaced by ``section`` (which
     carries the markers itself)."""
     if start not in readme or end not in readme:

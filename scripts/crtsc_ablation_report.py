@@ -130,12 +130,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", default="results/crtsc_ablation/ablation.csv")
     ap.add_argument("--figure", default="figures/crtsc_ablation.png")
-    ap.add_argument("--readme", action="store_true", help="regenerate the README's crtsc-ablation block")
+    ap.add_argument("--readme", action="store_true", help="regenerate the results page (results/README.md)")
     args = ap.parse_args()
     csv_path = ROOT / args.csv
     if not csv_path.exists():
         raise SystemExit(f"error: {args.csv} does not exist: run bash scripts/run_crtsc_ablation.sh PATH/zhanglab128_train.npz")
-    from cxrlib.benchmark import replace_readme_section
     from cxrlib.utils import atomic_write_bytes
 
     buf = io.StringIO()
@@ -144,10 +143,10 @@ def main() -> int:
     print(summary_table(csv_path))
     print("figure:", figure(csv_path, ROOT / args.figure))
     if args.readme:
-        readme = ROOT / "README.md"
-        readme.write_text(replace_readme_section(readme.read_text(), readme_section(csv_path, args.csv),
-                                                 README_START, README_END))
-        print(f"README crtsc-ablation block regenerated from {args.csv}")
+        from cxrlib.report import write_all
+
+        write_all(ROOT, figures=False)
+        print(f"results/README.md regenerated (its CRTSC ablation table from {args.csv})")
     return 0
 
 

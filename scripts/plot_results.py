@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def plot_results(csv_path: Path, profile: str, fig_dir: Path, seed: int = 0) -> list[Path]:
-    rows = B.image_rows(B.read_rows(csv_path))  # the localisation rows (phantoms) have their own table
+    # the current split version only; the localisation rows (phantoms) have their own table
+    rows = B.current_rows(B.image_rows(B.read_rows(csv_path)))
     if not rows:
         raise SystemExit(f"{csv_path}: no rows; run `python -m cxrlib benchmark --profile {profile} ...` first")
     summary = B.summarize(rows)

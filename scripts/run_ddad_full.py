@@ -319,17 +319,14 @@ def weak_block(csv_path: Path) -> list[str]:
             "", table.rstrip("\n"), ""]
 
 
-def write_report(csv_path: Path, fig_path: Path, readme: Path = ROOT / "README.md") -> None:
-    """The figure and the README block from the CSV (the README is left alone when it has no block)."""
+def write_report(csv_path: Path, fig_path: Path) -> None:
+    """The figure, and the results page (results/README.md), whose DDAD tables come from the CSV."""
     figure(csv_path, fig_path)
-    if not csv_path.exists() or not readme.exists():
-        return
-    text = readme.read_text()
-    if README_START in text:
-        from cxrlib.benchmark import replace_readme_section
+    if csv_path.exists():
+        from cxrlib.report import write_all
 
-        readme.write_text(replace_readme_section(text, readme_section(csv_path), README_START, README_END))
-        print(f"README DDAD block regenerated from {csv_path}")
+        write_all(ROOT, figures=False)
+        print(f"results/README.md regenerated (its DDAD tables from {csv_path})")
 
 
 def main() -> int:

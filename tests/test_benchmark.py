@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cxrlib import benchmark as B
+from cxrlib.data import SPLIT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +16,8 @@ def _row(method="squid", seed=0, auroc=0.8, **kw):
     r.update(method=method, variant="official", seed=seed, split_seed=0, data="x.npz", profile="cpu", auroc=auroc,
              ap=0.7, acc=0.6, f1=0.65, sensitivity=0.9, specificity=0.3, acc_test_tuned=0.7, f1_test_tuned=0.7,
              train_minutes=1.5, infer_images_per_s=100.0, peak_train_gib=1.0, peak_infer_gib=0.5,
-             train_command="python -m cxrlib train --method squid", score_command="python -m cxrlib score", commit="abc")
+             train_command="python -m cxrlib train --method squid", score_command="python -m cxrlib score", commit="abc",
+             split_version=SPLIT_VERSION, threads=2)
     r.update(kw)
     return r
 
@@ -140,18 +142,35 @@ def test_localisation_rows_have_their_own_table_and_stay_out_of_the_ranking():
     assert [r["method"] for r in B.image_rows(rows)] == ["a", "b"]
     assert len(B.localisation_rows(rows)) == 2
     table = B.localisation_markdown(rows)
-    # mean 80.0, sample std of (75, 85) = 7.07; Dice 35.0 ± 7.1; image AUROC 65.0 ± 7.1
-    assert "| a | official | 2 | 80.0 ± 7.1 | 35.0 ± 7.1 | 65.0 ± 7.1 | 1.5 |" in table
+    # mean 80.0, sample std of (75, 85) = 7.07; no Dice at a validation threshold; best Dice 35.0 ± 7.1;
+    # image AUROC 65.0 ± 7.1
+    assert "| a | official | 2 | 80.0 ± 7.1 |  | 35.0 ± 7.1 | 65.0 ± 7.1 | 1.5 |" in table
+    assert "best Dice (oracle)" in table
 
 
-def test_readme_section_puts_phantom_rows_in_the_localisation_table_only(tmp_path):
-    rows = [_row(method="a", auroc=0.9), _row(method="b", auroc=0.8),
-            _row(method="a", data=B.LOCALISATION_DATA, auroc=0.6, pixel_auroc=0.75, best_dice=0.30)]
+def test_rows_of_two_split_versions_are_never_summarised_together(tmp_path):
+    rows = [_row(method="a", auroc=0.9), _row(method="a", seed=1, auroc=0.7),
+            _row(method="a", auroc=0.6, split_version="image-v1"), _row(method="b", auroc=0.8, split_version="")]
     B.write_rows(tmp_path / "metrics.csv", rows)
-    text = B.readme_results_section(tmp_path / "metrics.csv", "cpu")
-    assert "Ranking by mean AUROC on split 0: a (90.0) > b (80.0)." in text  # no phantom row among them
-    assert "| a | official | 1 | 75.0 ± 0.0 | 30.0 ± 0.0 | 60.0 ± 0.0 | 1.5 |" in text
-    assert text.count("| a | official | 0 | 1 |") == 1  # the image table has a once, from the X-ray row
+    back = B.read_rows(tmp_path / "metrics.csv")
+    assert [r["split_version"] for r in back] == [SPLIT_VERSION, SPLIT_VERSION, "image-v1", "image-v1"]
+    assert len(B.current_rows(back)) == 2 and len(B.stale_rows(back)) == 2
+    summ = {(s["method"], s["split_version"]): s for s in B.summarize(back)}
+    assert summ[("a", SPLIT_VERSION)]["n"] == 2 and summ[("a", "image-v1")]["n"] == 1
+    table = B.split_change_markdown(back)
+    # a: 60.0 on image-v1 (1 seed), 80.0 ± 14.1 on the current split, +20.0; b: old rows only
+    assert f"| a | official | 0 | 60.0 ± 0.0 (1) | 80.0 ± 14.1 (2) | +20.0 |" in table
+    assert "| b | official | 0 | 80.0 ± 0.0 (1) |  |  |" in table
+    # the same configuration on two split versions are two rows, not one replacing the other
+    assert len(B.upsert(back, _row(method="a", auroc=0.5, split_version="image-v1"))) == 4
+
+
+def test_a_csv_written_before_the_split_version_column_still_reads(tmp_path):
+    legacy = [c for c in B.METRICS_COLUMNS if c not in B.LEGACY_DEFAULTS]
+    path = tmp_path / "old.csv"
+    path.write_text(",".join(legacy) + "\n" + ",".join(str(_row()[c]) for c in legacy) + "\n")
+    (r,) = B.read_rows(path)
+    assert r["split_version"] == "image-v1" and r["threads"] == "" and r["dice"] == ""
 
 
 def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):
@@ -165,6 +184,11 @@ def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):
     assert r["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
     pred = maps >= r["dice_threshold"]
     assert r["best_dice"] == pytest.approx(2 * (pred & masks).sum() / (pred.sum() + masks.sum()))
+    # maps of every method are scored on the same 128 px grid; Dice at the validation threshold is no oracle
+    assert maps.shape[-1] == B.LOCALISATION_SIZE and r["split_version"] == SPLIT_VERSION
+    pred = maps >= r["val_dice_threshold"]
+    assert r["dice"] == pytest.approx(2 * (pred & masks).sum() / (pred.sum() + masks.sum()))
+    assert 0 <= r["dice"] <= r["best_dice"]
     # its per-image scores sit apart from the X-ray row of the same method, seed and split
     y, s = B.load_scores(tmp_path / "scores", r)
     assert len(y) == len(r["labels"]) and (tmp_path / "scores" / B.LOCALISATION_DATA).is_dir()

@@ -3,36 +3,44 @@ import re
 from pathlib import Path
 
 from cxrlib import benchmark as B
+from cxrlib import report as R
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_results_section_matches_the_committed_csv():
+def test_results_page_matches_the_committed_csvs():
+    page = (ROOT / R.PAGE).read_text()
+    assert page == R.results_page(ROOT), "results/README.md differs from the CSVs: run python scripts/update_readme_results.py"
+
+
+def test_readme_summary_block_matches_the_committed_csv():
     readme = (ROOT / "README.md").read_text()
-    assert B.README_START in readme and B.README_END in readme
-    m = re.search(r"\[`(results/[^`]+/metrics\.csv)`\]", readme)
-    assert m, "the results section names its CSV"
-    csv_path = m.group(1)
-    profile = Path(csv_path).parent.name
-    expected = B.readme_results_section(ROOT / csv_path, profile, csv_path)
-    assert expected in readme, "README results differ from the CSV: run python scripts/update_readme_results.py"
+    assert R.README_BLOCK_START in readme and R.README_BLOCK_END in readme
+    expected = R.readme_block(ROOT / "results/cpu/metrics.csv", "results/cpu/metrics.csv")
+    assert expected in readme, "README summary differs from the CSV: run python scripts/update_readme_results.py"
 
 
-def _ddad_report_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("run_ddad_full", ROOT / "scripts" / "run_ddad_full.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_readme_ddad_block_matches_the_committed_ddad_csv():
-    mod = _ddad_report_module()
+def test_readme_is_a_front_door():
     readme = (ROOT / "README.md").read_text()
-    assert mod.README_START in readme and mod.README_END in readme
-    expected = mod.readme_section(ROOT / "results" / "ddad_full.csv")
-    assert expected in readme, "README DDAD block differs from the CSV: run python scripts/run_ddad_full.py --report"
+    first_screen = "\n".join(readme.splitlines()[:25])
+    assert len(readme.splitlines()) <= 150
+    assert "bash scripts/reproduce.sh" in first_screen and "bash scripts/test.sh" in first_screen
+    assert re.search(r"!\[[^\]]*\]\(figures/[^)]+\.png\)", first_screen), "a figure on the first screen"
+    for link in re.findall(r"\]\(((?:results|docs|data|benchmarks|notebooks)/[^)#]+)", readme):
+        assert (ROOT / link).exists(), link
+
+
+def test_results_page_shows_every_table_and_only_the_current_split_in_the_main_table():
+    page = (ROOT / R.PAGE).read_text()
+    main = page[page.index("## The main table"):page.index("## What moved")]
+    rows = B.current_rows(B.image_rows(B.read_rows(ROOT / "results/cpu/metrics.csv")))
+    assert B.summary_markdown(B.summarize(rows), B.paper_auroc_text()).rstrip("\n") in main
+    assert "image-v1" not in main.split("| --- |")[-1]
+    for heading in ("## What moved with the patient-disjoint split", "## The official test split is harder still",
+                    "## CRTSC ablation", "## DDAD: the full recipe"):
+        assert heading in page
+    for fig in re.findall(r"\]\(\.\./(figures/[^)]+)\)", page):
+        assert (ROOT / fig).exists(), fig
 
 
 def test_ddad_summary_table_on_a_constructed_csv(tmp_path):

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 from cxrlib import benchmark as B  # noqa: E402
 from cxrlib import viz  # noqa: E402
+from cxrlib.data import SPLIT_VERSION  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def _row(method, seed, split_seed, auroc, minutes=2.0):
     r = {k: "" for k in B.METRICS_COLUMNS}
     r.update(method=method, variant="v", seed=seed, split_seed=split_seed, data="x.npz", profile="cpu",
              auroc=auroc, ap=0.5, acc=0.5, f1=0.5, train_minutes=minutes, train_command="t", score_command="s",
-             commit="abc")
+             commit="abc", split_version=SPLIT_VERSION)
     return r
 
 
@@ -76,11 +77,12 @@ def test_ranking_lines_join_each_method_across_splits():
 
 def test_load_scores_reads_the_saved_scores_and_names_a_missing_file(tmp_path):
     r = ROWS[0]
-    path = B.scores_path(tmp_path, r["method"], r["variant"], 0, 0)
+    path = B.scores_path(tmp_path, r["method"], r["variant"], 0, 0, SPLIT_VERSION)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("name,score,label\nx.png,0.25,0\ny.png,0.75,1\n")
     y, s = B.load_scores(tmp_path, r)
     assert list(y) == [0, 1] and list(s) == [0.25, 0.75]
-    with pytest.raises(FileNotFoundError, match=re.escape(B.scores_path(tmp_path, "b", "v", 0, 0).name)):
+    with pytest.raises(FileNotFoundError, match=re.escape(B.scores_path(tmp_path, "b", "v", 0, 0, SPLIT_VERSION).name)):
         B.load_scores(tmp_path, ROWS[2])
 
 
@@ -96,7 +98,9 @@ def test_plot_results_script_writes_every_figure(tmp_path):
         lab = np.repeat([0, 1], 10)
         sc = rng.normal(size=20) + lab
         body = "".join(f"i{i}.png,{v},{l}\n" for i, (v, l) in enumerate(zip(sc, lab)))
-        B.scores_path(results / "scores", r["method"], r["variant"], r["seed"], r["split_seed"]).write_text(
+        path = B.scores_path(results / "scores", r["method"], r["variant"], r["seed"], r["split_seed"], SPLIT_VERSION)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
             "name,score,label\n" + body)
     out = mod.plot_results(results / "metrics.csv", "cpu", tmp_path / "fig")
     names = sorted(p.name for p in out)
@@ -104,8 +108,8 @@ def test_plot_results_script_writes_every_figure(tmp_path):
     assert all(p.stat().st_size > 0 for p in out)
 
 
-def test_readme_shows_the_committed_results_figures():
-    readme = (ROOT / "README.md").read_text()
-    shown = re.findall(r"\]\((figures/results_cpu_[a-z_]+\.png)\)", readme)
-    assert len(shown) == 5, "the README shows the five figures of scripts/plot_results.py"
+def test_results_page_shows_the_committed_results_figures():
+    page = (ROOT / "results" / "README.md").read_text()
+    shown = re.findall(r"\]\(\.\./(figures/results_cpu_[a-z_]+\.png)\)", page)
+    assert len(shown) == 5, "the results page shows the five figures of scripts/plot_results.py"
     assert all((ROOT / p).exists() for p in shown)
