@@ -213,8 +213,11 @@ def plot_ranking_across_splits(summary: list[dict], ax=None, title: str = "ranki
 
 
 def save_figure(fig, name: str, fig_dir="../figures") -> Path:
-    """Save ``fig`` as ``fig_dir/name`` (PNG), creating the folder; returns the path."""
+    """Save ``fig`` as ``fig_dir/name`` (PNG; ``.png`` is added to a name without a suffix), creating the
+    folder; returns the path of the file written."""
     path = Path(fig_dir) / name
+    if not path.suffix:
+        path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     return path

@@ -9,4 +9,5 @@ files=("$@"); [ ${#files[@]} -eq 0 ] && files=(notebooks/[0-9][0-9]_*.ipynb)
 for nb in "${files[@]}"; do
     echo "== $nb"
     .venv/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 "$nb"
+    .venv/bin/python scripts/clean_notebooks.py "$nb"
 done

@@ -39,5 +39,25 @@ def test_notebook_head_and_parameters(path):
 def test_readme_lists_every_notebook():
     readme = (ROOT / "README.md").read_text()
     for p in NOTEBOOKS:
-        assert re.search(rf"\[{re.escape(p.name)}\]", readme), p.name
+        assert f"](notebooks/{p.name})" in readme, p.name
         assert f"colab.research.google.com/github/cxr-anomaly/cxr-anomaly/blob/main/notebooks/{p.name}" in readme
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean(path):
+    """No saved widget state or frozen progress widgets, no ``;``-joined statements, no path echoes
+    (``python scripts/clean_notebooks.py`` fixes the first two)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("clean_notebooks", ROOT / "scripts" / "clean_notebooks.py")
+    clean = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clean)
+    nb = nbformat.read(path, as_version=4)
+    assert "widgets" not in nb.metadata
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        assert clean.split_joined_statements(cell.source) == cell.source, cell.source[:80]
+        for out in cell.get("outputs", []):
+            assert clean.WIDGET_MIME not in out.get("data", {})
+            assert "PosixPath(" not in str(out.get("data", {}).get("text/plain", ""))
