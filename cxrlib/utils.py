@@ -13,22 +13,14 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "PROFILES", "get_profile", "set_seed", "get_device", "progress", "atomic_write_bytes", "atomic_write_json",
-    "repo_root", "repo_relative",
+    "PROFILES", "set_seed", "get_device", "progress", "atomic_write_bytes", "atomic_write_json", "repo_root",
+    "repo_relative",
 ]
 
 #: The three run profiles. ``quick``: CI and a first look on a laptop CPU (the embedded sample,
 #: minutes). ``cpu``: the development split of the full ZhangLab training file on a 2-core CPU
 #: (at most ~15 min per training run). ``full``: the official recipes, on a GPU.
 PROFILES = ("quick", "cpu", "full")
-
-
-def get_profile(default: str = "quick") -> str:
-    """The run profile from the ``CXR_PROFILE`` environment variable (nbval cannot pass parameters)."""
-    profile = os.environ.get("CXR_PROFILE", default)
-    if profile not in PROFILES:
-        raise ValueError(f"CXR_PROFILE={profile!r} is not one of {PROFILES}")
-    return profile
 
 
 def repo_root() -> Path:
