@@ -2,10 +2,11 @@
 same recipe in bf16 mixed precision with channels-last tensors (``cpu`` profile).
 
 Each measurement runs in a fresh subprocess and drives the project's own training code
-(``cxrlib.ddad._fit_backbone`` for one AE / MemAE / AE-U network, ``cxrlib.ddad._fit_refine`` for ASR-Net, which
-includes the per-epoch synthetic anomalies and the six-network discrepancy pass) on as many images as the
-development split gives that network (UDM: 719 labelled normals + a pool of 700; NDM and ASR-Net: 719), at the
-profile's batch size. Images are a fixed-seed random tensor: throughput does not depend on content.
+(``cxrlib.methods.ddad.ddad._fit_backbone`` for one AE / MemAE / AE-U network,
+``cxrlib.methods.ddad.ddad._fit_refine`` for ASR-Net, which includes the per-epoch synthetic anomalies and the
+six-network discrepancy pass) on as many images as the development split gives that network (UDM: 719
+labelled normals + a pool of 700; NDM and ASR-Net: 719), at the profile's batch size. Images are a fixed-seed
+random tensor: throughput does not depend on content.
 
 - training throughput: images/s of whole epochs (median over ``--epochs`` timed epochs after one warm-up epoch);
 - inference throughput: the fp32 scorer (six reconstruction networks + ASR-Net, every score kind) at batch 64;
@@ -39,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NETS = ("ae", "memae", "aeu", "refine")
 PROFILES = ("full", "cpu")
-#: training images per network on the development split of zhanglab128_train.npz (see cxrlib.ddad.DDADConfig)
+#: training images per network on the development split of zhanglab128_train.npz
+#: (see cxrlib.methods.ddad.ddad.DDADConfig)
 N_TRAIN = {"udm": 1419, "ndm": 719, "refine": 719}
 
 
@@ -47,7 +49,7 @@ def _worker(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from cxrlib import ddad
+    from cxrlib.methods.ddad import ddad
 
     torch.set_num_threads(spec["threads"])
     backbone = spec["net"] if spec["net"] in ("ae", "memae", "aeu") else "ae"

@@ -9,11 +9,12 @@ Measures, for each implementation and configuration, in a fresh subprocess per m
 - inference throughput: generator + discriminator in ``eval()`` under ``torch.no_grad()``, batch 16 and 1;
 - peak resident memory of the subprocess (``ru_maxrss`` at its end), one process for training and one
   for inference;
-- parameter counts per module (``cxrlib.models.squid.parameter_report`` for ours,
+- parameter counts per module (``cxrlib.methods.squid.generator.parameter_report`` for ours,
   :func:`official_parameter_report` for the official ``AE`` + ``SimpleDiscriminator``).
 
-Ours: ``cxrlib.train.train_step`` (with the configuration's ``shared_forward``) on
-``cxrlib.models.squid.build_models(cfg)`` with the Adam optimisers of ``cxrlib.train.fit_squid``.
+Ours: ``cxrlib.methods.squid.train.train_step`` (with the configuration's ``shared_forward``) on
+``cxrlib.methods.squid.generator.build_models(cfg)`` with the Adam optimisers of
+``cxrlib.methods.squid.train.fit_squid``.
 Official: ``models.squid.AE`` and ``models.discriminator.SimpleDiscriminator`` of
 https://github.com/tiangexiang/SQUID, driven by a copy of its ``main.py`` ``gan_train`` loop (``main.py``
 itself cannot be imported: it parses arguments, opens the dataset and calls ``.cuda()`` at import). The
@@ -199,8 +200,8 @@ def prepare_official(source: str | None, dest: Path) -> str:
 def _build_ours(config: str):
     import torch
 
-    from cxrlib.models.squid import build_models, parameter_report
-    from cxrlib.train import squid_config
+    from cxrlib.methods.squid.config import squid_config
+    from cxrlib.methods.squid.generator import build_models, parameter_report
 
     cfg = squid_config("squid", config)
     gen, disc = build_models(cfg)
@@ -213,7 +214,7 @@ def _build_ours(config: str):
 def official_settings_for(config: str) -> dict:
     """The official constructor arguments at one of our profiles (``zhang_best`` for ``full``).
     Raises ``ValueError`` when the profile has no equal official configuration."""
-    from cxrlib.train import squid_config
+    from cxrlib.methods.squid.config import squid_config
 
     if config == "full":
         return dict(ZHANG_BEST)
@@ -253,7 +254,7 @@ def _count(*modules) -> int:
 
 def official_parameter_report(model, disc) -> dict[str, int]:
     """Parameter counts of the official ``AE`` + discriminator under the keys of
-    ``cxrlib.models.squid.parameter_report``: encoder = ``in_conv`` + ``down_blocks``; in-painting
+    ``cxrlib.methods.squid.generator.parameter_report``: encoder = ``in_conv`` + ``down_blocks``; in-painting
     attention = ``inpaint_block.attention``, feed-forward = ``inpaint_block.ff``, other = the rest of
     ``inpaint_block`` (1x1 convs, BN, LayerNorms); decoder memories = ``memory_blocks``; student decoder =
     ``up_blocks`` + ``out_conv``; teacher decoder = ``teacher_ups`` + ``teacher_out`` (0 without ``dist``).
@@ -347,7 +348,7 @@ def run_worker(spec: dict) -> dict:
 
     if spec["mode"] == "train":
         if impl == "ours":
-            from cxrlib.train import train_step
+            from cxrlib.methods.squid.train import train_step
 
         gen.train()
         disc.train()
@@ -538,7 +539,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from cxrlib.train import squid_config
+    from cxrlib.methods.squid.config import squid_config
     from cxrlib.utils import atomic_write_bytes, atomic_write_json
 
     out_dir = Path(args.out_dir)

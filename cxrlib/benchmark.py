@@ -74,10 +74,10 @@ def protocol_notes(profile: str) -> dict[str, str]:
 
     Every row shares the rest: the development split of one file, the threshold that maximises accuracy on its
     validation images, and no pretrained weights (none can be fetched offline)."""
-    from .ddad import ddad_config
-    from .patchcore import PATCHCORE_PROFILES
-    from .train import squid_config
-    from .wscxr import WSCXR_PROFILES
+    from .methods.ddad.ddad import ddad_config
+    from .methods.patchcore.patchcore import PATCHCORE_PROFILES
+    from .methods.squid.config import squid_config
+    from .methods.wscxr.wscxr import WSCXR_PROFILES
 
     def squid_like(m):
         c = squid_config(m, profile)
@@ -461,7 +461,7 @@ def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out
     """
     from . import data as D
     from . import metrics as M
-    from .scoring import load_scorer
+    from .methods import load_scorer
 
     out_root = Path(out_root or repo_root() / "runs" / profile / "localisation")
     # the phantoms' scores get their own folder: same method, seed and split as an X-ray row, other data

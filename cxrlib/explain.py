@@ -1,6 +1,6 @@
 """Grad-CAM of the SQUID-family score: where in the image the discriminator finds its evidence.
 
-The score of SQUID / SimSID / CRTSC is ``-(D(G(x)) - mu) / sigma`` (:class:`cxrlib.scoring.SquidScorer`).
+The score of SQUID / SimSID / CRTSC is ``-(D(G(x)) - mu) / sigma`` (:class:`cxrlib.methods.squid.scorer.SquidScorer`).
 Grad-CAM (Selvaraju et al., ICCV 2017, Eq. 1–2) weights each channel ``k`` of a convolutional activation
 ``A^k`` of the discriminator by the spatial mean of the score's gradient, ``alpha_k = mean_ij dS/dA^k_ij``,
 and keeps ``ReLU(sum_k alpha_k A^k)``, upsampled to the image. The computation is ``pytorch_grad_cam``'s;
@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+
+from .methods.squid.generator import to_model_range
 
 __all__ = ["ScoreModel", "discriminator_cam_layer", "discriminator_gradcam"]
 
@@ -23,8 +25,6 @@ class ScoreModel(nn.Module):
         self.gen, self.disc, self.normalize = scorer.gen.eval(), scorer.disc.eval(), scorer.cfg.normalize
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        from .models.squid import to_model_range
-
         return -self.disc(self.gen(to_model_range(x01, self.normalize), with_teacher=False)["recon"])
 
 
@@ -48,6 +48,7 @@ def discriminator_gradcam(scorer, images, layer: nn.Module | None = None, batch_
         images: uint8 ``(N, S, S)`` or float ``(N, 1, S, S)`` in [0, 1].
         layer: the discriminator layer to explain (default :func:`discriminator_cam_layer`).
     """
+    # lazy: grad-cam is an optional dependency (the ``notebooks`` extra), needed by this function only
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

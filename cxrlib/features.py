@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .utils import progress
+from .utils import get_device, progress
 
 __all__ = ["DEFAULT_LAYERS", "WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "PretrainedWeightsError",
            "imagenet_weights_file", "build_backbone", "describe_backbone", "local_aggregate", "PatchFeatures"]
@@ -132,8 +132,6 @@ class PatchFeatures:
                  image_size: int = 128, patch_size: int = 5, embed_dim: int | None = None, init_seed: int = 0,
                  device=None, state_dict: dict | None = None):
         from torchvision.models.feature_extraction import create_feature_extractor
-
-        from .utils import get_device
 
         self.backbone, self.layer = backbone, layer or DEFAULT_LAYERS.get(backbone)
         if self.layer is None:

@@ -1,6 +1,8 @@
-"""Small shared helpers: seeding, device choice, progress bars, atomic writes, profiles.
+"""Small shared helpers: seeding, device choice, progress bars, atomic file writes, profiles, repository paths.
 
-Nothing here imports torch at module import time, so ``import cxrlib`` stays fast.
+Nothing here imports torch at module import time (``set_seed`` and ``get_device`` import it when called), so
+``import cxrlib.data``, which uses these helpers, stays free of torch. Atomic checkpoint saving is
+:func:`cxrlib.checkpoint.atomic_torch_save`.
 """
 from __future__ import annotations
 
@@ -11,22 +13,14 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "PROFILES", "get_profile", "set_seed", "get_device", "progress", "atomic_write_bytes",
-    "atomic_torch_save", "atomic_write_json", "repo_root", "repo_relative",
+    "PROFILES", "set_seed", "get_device", "progress", "atomic_write_bytes", "atomic_write_json", "repo_root",
+    "repo_relative",
 ]
 
 #: The three run profiles. ``quick``: CI and a first look on a laptop CPU (the embedded sample,
 #: minutes). ``cpu``: the development split of the full ZhangLab training file on a 2-core CPU
 #: (at most ~15 min per training run). ``full``: the official recipes, on a GPU.
 PROFILES = ("quick", "cpu", "full")
-
-
-def get_profile(default: str = "quick") -> str:
-    """The run profile from the ``CXR_PROFILE`` environment variable (nbval cannot pass parameters)."""
-    profile = os.environ.get("CXR_PROFILE", default)
-    if profile not in PROFILES:
-        raise ValueError(f"CXR_PROFILE={profile!r} is not one of {PROFILES}")
-    return profile
 
 
 def repo_root() -> Path:
@@ -51,7 +45,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     gives the same numbers run after run.
     """
     import numpy as np
-    import torch
+    import torch  # lazy: this module must not import torch (cxrlib.data imports it)
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -65,7 +59,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 def get_device(prefer: str | None = None):
     """``torch.device``: ``prefer`` if given, else CUDA when available, else CPU. Never hard-codes CUDA."""
-    import torch
+    import torch  # lazy: this module must not import torch (cxrlib.data imports it)
 
     if prefer:
         return torch.device(prefer)
@@ -100,17 +94,6 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
-
-
-def atomic_torch_save(obj, path) -> Path:
-    """``torch.save`` made atomic (see :func:`atomic_write_bytes`)."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_json(obj, path) -> Path:

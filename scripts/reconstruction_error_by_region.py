@@ -1,7 +1,7 @@
 """Where a SQUID-family run's reconstruction error falls on the phantoms: lesion, body and background.
 
 The localisation rows of the results table score SQUID, SimSID and CRTSC by their display map, the smoothed
-reconstruction error ``|x - G(x)|`` (:meth:`cxrlib.scoring.SquidScorer.anomaly_maps`). This script explains such a
+reconstruction error ``|x - G(x)|`` (:meth:`cxrlib.methods.squid.scorer.SquidScorer.anomaly_maps`). This script explains such a
 row: for the lesion phantoms of the development-test split it prints the mean error and the mean input and
 reconstruction per region, and the pixel AUROC of the raw (unsmoothed) error, for the run's chosen checkpoint
 (``model.pt``, the best-on-validation epoch) and, with ``--last``, for its last epoch (``last.pt``, finalised the
@@ -21,7 +21,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cxrlib import data as D
-from cxrlib.scoring import finalize_squid, load_scorer
+from cxrlib.methods import load_scorer
+from cxrlib.methods.squid.scorer import finalize_squid
 
 BODY_LEVEL = 0.25  # phantom background is 0.15, body 0.6 less the lungs' 0.4: above 0.25 is inside the body
 

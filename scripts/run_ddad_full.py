@@ -112,7 +112,7 @@ def ndm_donor(r: dict, args) -> Path | None:
     the first run of the same seed whose NDM networks are finished, if any (``cxrlib train --ndm-from``)."""
     if not r["protocol"].startswith("weak"):
         return None
-    from cxrlib.ddad import ndm_finished
+    from cxrlib.methods.ddad.ddad import ndm_finished
 
     for k in WEAK_K:
         other = ROOT / args.runs_dir / f"weak_k{k}_{r['backbone']}_s{r['seed']}"

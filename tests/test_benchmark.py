@@ -200,8 +200,8 @@ def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "full"])
 def test_protocol_notes_cover_every_method_with_the_profiles_settings(profile):
-    from cxrlib.ddad import ddad_config
-    from cxrlib.train import squid_config
+    from cxrlib.methods.ddad.ddad import ddad_config
+    from cxrlib.methods.squid.config import squid_config
 
     notes = B.protocol_notes(profile)
     assert set(notes) == set(B.VARIANTS)

@@ -1,8 +1,8 @@
-"""cxrlib.crm: shapes, the SE equations, parameter count, exposed weights and gradients."""
+"""cxrlib.methods.crtsc.crm: shapes, the SE equations, parameter count, exposed weights and gradients."""
 import pytest
 import torch
 
-from cxrlib.crm import ChannelRecalibration, crm_hidden_channels, crm_parameter_count
+from cxrlib.methods.crtsc.crm import ChannelRecalibration, crm_hidden_channels, crm_parameter_count
 
 
 @pytest.mark.parametrize("channels,reduction", [(32, 8), (64, 16), (512, 24), (4, 8), (1, 8)])

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from cxrlib import data as D
-from cxrlib.__main__ import main
-from cxrlib.crm import ChannelRecalibration, crm_parameter_count
-from cxrlib.losses import adversarial_bce_generator_loss, generator_loss, kl_generator_loss
-from cxrlib.models.squid import SquidGenerator, build_models, count_parameters, parameter_report, preset
-from cxrlib.texture import tscc_loss
-from cxrlib.train import squid_config, train_step
+from cxrlib.cli import main
+from cxrlib.methods.crtsc.crm import ChannelRecalibration, crm_parameter_count
+from cxrlib.methods.crtsc.texture import tscc_loss
+from cxrlib.methods.squid.config import preset, squid_config
+from cxrlib.methods.squid.generator import SquidGenerator, build_models, count_parameters, parameter_report
+from cxrlib.methods.squid.losses import adversarial_bce_generator_loss, generator_loss, kl_generator_loss
+from cxrlib.methods.squid.train import train_step
 
 TINY = dict(image_size=32, base_width=4, mem_slots=10, decoder_memory_slots=10, batch_size=4, inpaint_heads=2)
 

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from cxrlib import data as D
-from cxrlib import ddad
-from cxrlib.__main__ import main
-from cxrlib.models.ddad import (ConvAE, MemAE, MemoryUnit, RefineNet, build_backbone, heteroscedastic_loss,
-                                memory_entropy)
-from cxrlib.scoring import load_scorer
-from cxrlib.train import TrainingDivergedError
+from cxrlib.checkpoint import TrainingDivergedError
+from cxrlib.cli import main
+from cxrlib.methods import load_scorer
+from cxrlib.methods.ddad import ddad
+from cxrlib.methods.ddad.networks import (ConvAE, MemAE, MemoryUnit, RefineNet, build_backbone,
+                                          heteroscedastic_loss, memory_entropy)
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +189,7 @@ def test_ndm_reuse_is_the_same_as_training_it(tmp_path, tiny_data):
     """WSCXR Table I's protocol changes only the pool: a run taking the NDM of another trains the same model."""
     import copy
 
-    from cxrlib.train import CheckpointError
+    from cxrlib.checkpoint import CheckpointError
 
     ds, split = tiny_data
     other = copy.deepcopy(split)
@@ -241,10 +241,8 @@ def test_bf16_training_keeps_fp32_weights_and_scores_like_fp32(tmp_path, tiny_da
 
 
 def test_nan_guard_names_network_epoch_and_term(tmp_path, tiny_data, monkeypatch):
-    import cxrlib.models.ddad as models
-
     ds, split = tiny_data
-    monkeypatch.setattr(models, "memory_entropy", lambda w: torch.tensor(float("nan")))
+    monkeypatch.setattr(ddad, "memory_entropy", lambda w: torch.tensor(float("nan")))
     with pytest.raises(TrainingDivergedError, match=r"UDM .*network 1/3, epoch 1.*'memory entropy' is nan"):
         ddad.fit_ddad(tiny_cfg(backbone="memae"), ds, split, tmp_path, show_progress=False, log=lambda *_: None)
 
@@ -295,7 +293,7 @@ def test_cli_bad_pool_is_one_error_line(tmp_path, capsys, flags, message):
 
 def test_cli_overrides_reach_the_config():
     """``--batch-size`` and ``--n-unlabelled`` (used by the phantom localisation rows) override the profile."""
-    from cxrlib.__main__ import build_parser
+    from cxrlib.cli import build_parser
 
     args = build_parser("ddad").parse_args(["train", "--method", "ddad", "--profile", "cpu", "--out", "x",
                                             "--batch-size", "16", "--n-unlabelled", "100"])

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from cxrlib.explain import ScoreModel, discriminator_cam_layer, discriminator_gradcam
-from cxrlib.models.discriminator import SquidDiscriminator
-from cxrlib.models.squid import SquidGenerator
-from cxrlib.scoring import SquidScorer
-from cxrlib.train import squid_config
+from cxrlib.methods.squid.config import squid_config
+from cxrlib.methods.squid.discriminator import SquidDiscriminator
+from cxrlib.methods.squid.generator import SquidGenerator
+from cxrlib.methods.squid.scorer import SquidScorer
 
 
 def _scorer():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import pairwise_distances
 
-from cxrlib.patchcore import covering_radius, greedy_coreset, nn_distances, patch_maps
+from cxrlib.methods.patchcore.patchcore import covering_radius, greedy_coreset, nn_distances, patch_maps
 
 
 def test_nn_distances_match_brute_force_and_chunking_changes_nothing():
@@ -51,8 +51,8 @@ def test_patch_maps_shape_and_max():
 
 
 def test_cli_patchcore_train_score_end_to_end(tmp_path, capsys):
-    from cxrlib.__main__ import main
-    from cxrlib.scoring import load_scorer
+    from cxrlib.cli import main
+    from cxrlib.methods import load_scorer
 
     out = tmp_path / "pc"
     assert main(["train", "--method", "patchcore", "--weights", "random", "--layer", "layer1", "--image-size", "32",
@@ -77,7 +77,7 @@ def test_cli_offline_weights_error_is_one_line(tmp_path, capsys, monkeypatch):
     import urllib.error
 
     import torchvision.models._api as api
-    from cxrlib.__main__ import main
+    from cxrlib.cli import main
 
     monkeypatch.setattr(api, "load_state_dict_from_url",
                         lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))

@@ -12,14 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxrlib.inpaint import InpaintBlock, neighbour_index
-from cxrlib.losses import adversarial_bce_generator_loss, discriminator_loss, generator_loss
-from cxrlib.memory import MemoryMatrix, MemoryQueue, SpaceAwareMemory, topk_address
-from cxrlib.models.discriminator import SquidDiscriminator
-from cxrlib.models.squid import (
-    DoubleConv, SquidConfig, SquidEncoder, SquidGenerator, build_models, count_parameters, from_model_range,
-    parameter_report, preset, to_model_range,
+from cxrlib.methods.squid.config import SquidConfig, preset
+from cxrlib.methods.squid.discriminator import SquidDiscriminator
+from cxrlib.methods.squid.generator import (
+    DoubleConv, SquidEncoder, SquidGenerator, build_models, count_parameters, from_model_range, parameter_report,
+    to_model_range,
 )
+from cxrlib.methods.squid.inpaint import InpaintBlock, neighbour_index
+from cxrlib.methods.squid.losses import adversarial_bce_generator_loss, discriminator_loss, generator_loss
+from cxrlib.methods.squid.memory import MemoryMatrix, MemoryQueue, SpaceAwareMemory, topk_address
 
 SMALL = dict(image_size=64, base_width=8, mem_slots=12, decoder_memory_slots=12, topk=3)
 
@@ -420,7 +421,8 @@ def test_no_hard_coded_cuda_in_cxrlib():
 
 
 def test_full_profile_matches_the_official_selection_and_memory_read():
-    from cxrlib.train import keeps_epoch, squid_config
+    from cxrlib.methods.squid.config import squid_config
+    from cxrlib.methods.squid.train import keeps_epoch
 
     for method in ("squid", "crtsc"):
         cfg = squid_config(method, "full")
@@ -436,8 +438,8 @@ def test_full_profile_matches_the_official_selection_and_memory_read():
 
 
 def test_full_profile_patch_scorers_use_five_neighbours():
-    from cxrlib.patchcore import PATCHCORE_PROFILES
-    from cxrlib.wscxr import WSCXR_PROFILES
+    from cxrlib.methods.patchcore.patchcore import PATCHCORE_PROFILES
+    from cxrlib.methods.wscxr.wscxr import WSCXR_PROFILES
 
     assert PATCHCORE_PROFILES["full"]["n_neighbors"] == 5 and WSCXR_PROFILES["full"]["n_neighbors"] == 5
     assert PATCHCORE_PROFILES["cpu"]["n_neighbors"] == 1 and WSCXR_PROFILES["cpu"]["n_neighbors"] == 1

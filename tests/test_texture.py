@@ -1,4 +1,4 @@
-"""cxrlib.texture against skimage on real X-rays: SSIM, exact LBP, soft LBP limit, TSCC gradients."""
+"""cxrlib.methods.crtsc.texture against skimage on real X-rays: SSIM, exact LBP, soft LBP limit, TSCC gradients."""
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage.feature import local_binary_pattern
 from skimage.metrics import structural_similarity
 
-from cxrlib import texture as tx
+from cxrlib.methods.crtsc import texture as tx
 
 SAMPLE = Path(__file__).parents[1] / "data" / "zhanglab128_sample.npz"
 

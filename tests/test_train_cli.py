@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from cxrlib import data as D
-from cxrlib.__main__ import main
-from cxrlib.scoring import finalize_squid, load_scorer
-from cxrlib.train import TrainingDivergedError, fit_squid, random_affine, squid_config
+from cxrlib.checkpoint import TrainingDivergedError
+from cxrlib.cli import main
+from cxrlib.methods import load_scorer
+from cxrlib.methods.squid.config import squid_config
+from cxrlib.methods.squid.scorer import finalize_squid
+from cxrlib.methods.squid.train import fit_squid, random_affine
 
 
 def tiny_cfg(**kw):
@@ -72,16 +75,16 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
     cfg = tiny_cfg(epochs=2)
     fit_squid(cfg, ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None, max_epochs=1)
     before = (tmp_path / "last.pt").read_bytes()
-    import cxrlib.losses
+    import cxrlib.methods.squid.train as squid_train
 
-    real = cxrlib.losses.generator_loss
+    real = squid_train.generator_loss
 
     def nan_teacher(*a, **k):
         total, terms = real(*a, **k)
         terms["teacher"] = terms["teacher"] * float("nan")
         return total + terms["teacher"], terms
 
-    monkeypatch.setattr(cxrlib.losses, "generator_loss", nan_teacher)
+    monkeypatch.setattr(squid_train, "generator_loss", nan_teacher)
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, iteration 0: loss term 'generator total' is nan"):
         fit_squid(cfg, ds, split, tmp_path, seed=0, resume=True, show_progress=False, log=lambda *_: None)
     assert (tmp_path / "last.pt").read_bytes() == before

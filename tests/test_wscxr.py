@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cxrlib import data as D
-from cxrlib.wscxr import Discriminator, hinge_loss, mine_anomaly_features, mix_features
+from cxrlib.methods.wscxr.wscxr import Discriminator, hinge_loss, mine_anomaly_features, mix_features
 
 
 def test_mining_keeps_floor_r_of_the_farthest():
@@ -60,8 +60,8 @@ def test_k_anomalies_never_in_val_or_test():
 
 
 def test_cli_wscxr_train_score_end_to_end_and_ablation(tmp_path):
-    from cxrlib.__main__ import main
-    from cxrlib.scoring import load_scorer
+    from cxrlib.cli import main
+    from cxrlib.methods import load_scorer
 
     common = ["--weights", "random", "--layer", "layer1", "--image-size", "32", "--max-normal", "40",
               "--coreset-ratio", "0.05", "--epochs", "3", "--no-progress", "--feature-cache", str(tmp_path / "cache")]

@@ -21,57 +21,18 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics as M
-from .utils import atomic_torch_save, get_device, progress, set_seed
+from cxrlib import metrics as M
+from cxrlib.checkpoint import FORMAT_VERSION, CheckpointError, TrainingDivergedError, atomic_torch_save
+from cxrlib.utils import get_device, progress, set_seed
 
-__all__ = ["TrainingDivergedError", "CheckpointError", "squid_config", "keeps_epoch", "random_affine", "discriminator_logits", "train_or_load", "train_step",
-           "fit_squid", "FORMAT_VERSION"]
+from .discriminator import SquidDiscriminator
+from .generator import SquidGenerator, from_model_range, to_model_range
+from .losses import discriminator_loss, generator_loss
 
-FORMAT_VERSION = 1
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss became NaN or infinite."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or of another method / format."""
-
-
-def squid_config(method: str = "squid", profile: str = "quick", **overrides):
-    """The :class:`~cxrlib.models.squid.SquidConfig` of ``method`` (``squid``/``simsid``/``crtsc``) under a profile.
-
-    The profiles reduce every method the same way (CRTSC's CRM, TSCC and KL settings are kept).
-
-    - ``full``: the official recipe (128 px, 2×2 patches, base width 32; 200 epochs SQUID, 1000 SimSID). For
-      SQUID and CRTSC it also matches two details of the official code: the in-painting/decoder memories
-      keep 4 slots per read (the official ``shrink_thres = 5`` thresholds at the 5th weight with a strict
-      hard-shrink, which zeroes that one too; see :func:`cxrlib.memory.topk_address`), and the checkpoint
-      is kept by the official tolerance rule (a later epoch within 0.5 AUROC points of the kept one
-      replaces it). SimSID keeps ``topk = 5`` and strict arg-max selection (its official selection is the
-      best validation AUC; its memory shrink was not checked against its code).
-    - ``cpu``: a reduced model that trains on the 999 development-split normals in about 15 minutes on a
-      2-core CPU: 64 px images (2×2 patches of 32 px), base width 16, 100 memory slots, 25 epochs, and
-      one generator forward shared by the D and G steps (SimSID's loop; speed is what buys quality here).
-    - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 12 epochs, shared forward).
-    """
-    from .models.squid import preset
-
-    if profile == "full":
-        cfg = preset(method) if method == "simsid" else preset(method, topk=4, selection_tolerance=0.005)
-    elif profile == "cpu":
-        cfg = preset(method, image_size=64, base_width=16, mem_slots=100, decoder_memory_slots=100, epochs=25,
-                     shared_forward=True)
-    elif profile == "quick":
-        cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=12,
-                     shared_forward=True)
-    else:
-        raise ValueError(f"unknown profile {profile!r}")
-    return cfg.replace(**overrides) if overrides else cfg
+__all__ = ["keeps_epoch", "random_affine", "discriminator_logits", "train_step", "fit_squid"]
 
 
 def keeps_epoch(val_auroc: float, kept_auroc: float, tolerance: float = 0.0) -> bool:
@@ -118,8 +79,6 @@ def discriminator_logits(gen, disc, x01: torch.Tensor, cfg, batch_size: int = 64
     Returns:
         logits ``(N,)`` (numpy), and the reconstructions ``(N, 1, S, S)`` in [0, 1] if ``return_recon``.
     """
-    from .models.squid import from_model_range, to_model_range
-
     device = device or next(gen.parameters()).device
     gen.eval()
     disc.eval()
@@ -152,8 +111,6 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     G step a fresh one (official SQUID). CRTSC's terms (KL, TSCC) enter through ``cfg``. Returns the loss terms as floats. Raises
     :class:`TrainingDivergedError` on a non-finite term, before any optimiser step with it.
     """
-    from .losses import discriminator_loss, generator_loss
-
     # on iterations without a G step no graph is kept through the generator (no wasted backward memory)
     with torch.set_grad_enabled(g_step and cfg.shared_forward):
         out = gen(x)
@@ -183,7 +140,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     """Train a SQUID/SimSID generator and discriminator on ``split.train`` of ``ds``.
 
     Args:
-        cfg: :class:`~cxrlib.models.squid.SquidConfig` (``squid_config`` gives the profiles).
+        cfg: :class:`~cxrlib.methods.squid.config.SquidConfig` (``squid_config`` gives the profiles).
         ds: :class:`~cxrlib.data.CXRDataset` at ``cfg.image_size``; split: :class:`~cxrlib.data.Split`.
         out_dir: checkpoints go here: ``last.pt`` (every epoch, full state), ``best.pt`` (best validation
             AUROC), ``model.pt`` (the final scorer: best weights + score statistics + validation threshold).
@@ -194,9 +151,6 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     Returns:
         summary dict (best epoch, validation AUROC, history, paths, minutes).
     """
-    from .models.discriminator import SquidDiscriminator
-    from .models.squid import SquidGenerator, to_model_range
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
@@ -283,53 +237,3 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     return {"best_epoch": best["epoch"], "best_val_auroc": best["auroc"], "history": history,
             "last": str(last), "best": str(best_path), "train_minutes": train_seconds / 60,
             "finished": end_epoch >= cfg.epochs}
-
-
-def matching_model(model: Path, cfg_dict: dict, seed: int, source, log=print) -> dict | None:
-    """The finished ``model.pt`` checkpoint when it was trained with exactly this configuration, seed and
-    data (what the notebooks' ``train_or_load`` helpers reuse), else ``None`` (logging why, if it exists)."""
-    from .utils import repo_relative
-
-    if not model.exists():
-        return None
-    shown = repo_relative(model)  # a notebook's output shows runs/..., not this machine's folders
-    ck = torch.load(model, map_location="cpu", weights_only=False)
-    if ck.get("cfg") == cfg_dict and ck.get("seed") == seed and ck.get("data") == str(source):
-        log(f"reusing the trained model in {shown.parent}")
-        return ck
-    log(f"{shown} was trained with other settings: training again")
-    return None
-
-
-def train_or_load(method: str = "squid", profile: str = "quick", data=None, out_dir=None, seed: int = 0,
-                  show_progress: bool = True, log=print):
-    """The notebooks' entry point: train ``method`` under ``profile`` on the development split of ``data``
-    (default: the profile's data), or reuse the finished run in ``out_dir`` if its configuration matches.
-    An interrupted run is resumed.
-
-    Returns:
-        ``(scorer, ds, split, history)``: the :class:`~cxrlib.scoring.SquidScorer`, the dataset at the model's
-        size, the :class:`~cxrlib.data.Split` and the per-epoch history (list of dicts).
-    """
-    from . import data as D
-    from .scoring import finalize_squid, load_scorer
-    from .utils import repo_root
-
-    cfg = squid_config(method, profile)
-    source = D.resolve_data(profile, data)
-    ds = D.load(source, size=cfg.image_size)
-    split = D.unsupervised_protocol(ds, seed=0)
-    out_dir = Path(out_dir or repo_root() / "runs" / profile / f"{method}_s{seed}")
-    model = out_dir / "model.pt"
-    ck = matching_model(model, cfg.to_dict(), seed, source, log)
-    if ck is not None:
-        return load_scorer(model), ds, split, ck["history"]
-    if model.exists():
-        for f in ("model.pt", "last.pt", "best.pt"):
-            (out_dir / f).unlink(missing_ok=True)
-    resume = (out_dir / "last.pt").exists()
-    fit_squid(cfg, ds, split, out_dir, seed=seed, resume=resume, show_progress=show_progress, method=method,
-              data_source=str(source), log=log)
-    finalize_squid(out_dir, ds, split, method=method)
-    scorer = load_scorer(model)
-    return scorer, ds, split, torch.load(model, map_location="cpu", weights_only=False)["history"]

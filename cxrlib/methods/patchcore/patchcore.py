@@ -20,15 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
 
-from .features import PatchFeatures
-from . import data as D
-from .train import FORMAT_VERSION, CheckpointError
-from .utils import progress
+from cxrlib import data as D
+from cxrlib import metrics as M
+from cxrlib.checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save
+from cxrlib.features import DEFAULT_LAYERS, WEIGHTS, PatchFeatures
+from cxrlib.utils import progress, set_seed
 
-__all__ = ["PATCHCORE_PROFILES", "nn_distances", "greedy_coreset", "covering_radius", "patch_maps",
-           "extract_features", "PatchScorer", "PatchCoreScorer", "fit_patchcore", "add_train_arguments",
-           "train_from_args", "scorer_from_checkpoint"]
+__all__ = ["PATCHCORE_PROFILES", "DATA_SIZE", "nn_distances", "greedy_coreset", "covering_radius", "patch_maps",
+           "extract_features", "PatchScorer", "PatchCoreScorer", "profile_settings", "make_extractor", "finalize",
+           "normal_features", "fit_patchcore", "add_train_arguments", "load_data", "train_from_args",
+           "extractor_from_checkpoint", "checkpoint_meta", "scorer_from_checkpoint"]
 
 #: per-profile settings. ``image_size`` is the backbone's input side (the data stay 128 px); the ``full``
 #: profile feeds 256 px as WSCXR does on ZhangLab (8×8 grid at denseblock4; 128 px gives 4×4, WSCXR's CheXpert).
@@ -127,8 +130,6 @@ def greedy_coreset(features: torch.Tensor, ratio: float = 0.1, n_select: int | N
 def patch_maps(patch_scores: torch.Tensor, size: int, sigma: float = 4.0) -> np.ndarray:
     """Patch-score grids ``(N, h, w)`` -> anomaly maps ``(N, size, size)``: bilinear upsampling, then a
     Gaussian filter of ``sigma`` px (PatchCore's display maps)."""
-    from scipy.ndimage import gaussian_filter
-
     up = F.interpolate(patch_scores[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     return np.stack([gaussian_filter(m, sigma) for m in up.numpy()]) if len(up) else up.numpy()
 
@@ -140,8 +141,6 @@ def extract_features(fx: PatchFeatures, images, cache_dir=None, show_progress: b
     the torch version and the image bytes, so repeated runs on the same split skip the backbone."""
     if cache_dir is None:
         return fx.extract(images, show_progress=show_progress, desc=desc)
-    from .utils import atomic_torch_save
-
     a = np.ascontiguousarray(np.asarray(images))
     h = hashlib.sha1(json.dumps(fx.config(), sort_keys=True).encode() + torch.__version__.encode())
     h.update(str(a.shape).encode() + a.dtype.str.encode())
@@ -211,10 +210,10 @@ class PatchCoreScorer(PatchScorer):
 
 
 # ----------------------------------------------------------------------------------------------- training
-def _settings(profile: str, args=None, table: dict | None = None) -> dict:
-    """Profile defaults overridden by the command line's non-``None`` values."""
-    from .features import DEFAULT_LAYERS
-
+def profile_settings(profile: str, args=None, table: dict | None = None) -> dict:
+    """The settings dict of ``profile`` in ``table`` (default :data:`PATCHCORE_PROFILES`; WSCXR passes its own),
+    with ``weights = "imagenet"``, overridden by the command line's non-``None`` values in ``args``; a
+    ``--backbone`` without ``--layer`` takes that backbone's default layer."""
     table = table or PATCHCORE_PROFILES
     if profile not in table:
         raise ValueError(f"unknown profile {profile!r}")
@@ -237,9 +236,6 @@ def make_extractor(settings: dict, device=None) -> PatchFeatures:
 def finalize(scorer: PatchScorer, ds, split, out_dir, record: dict, threshold_rule: str = "max_acc",
              val_scores: np.ndarray | None = None) -> Path:
     """Choose the threshold on the validation split, then write ``out_dir/model.pt`` atomically."""
-    from . import metrics as M
-    from .utils import atomic_torch_save
-
     y_val = ds.labels[split.val]
     s_val = scorer.score(ds.images[split.val]) if val_scores is None else val_scores
     threshold = M.choose_threshold(y_val, s_val, threshold_rule)
@@ -254,7 +250,7 @@ def finalize(scorer: PatchScorer, ds, split, out_dir, record: dict, threshold_ru
     return path
 
 
-def _normal_features(fx, ds, split, max_normal, seed, feature_cache, show_progress):
+def normal_features(fx, ds, split, max_normal, seed, feature_cache, show_progress):
     """``(rows, features)`` of the training normals, at most ``max_normal`` of them (a seeded subset). With a
     cache, the features of all training normals are cached once and the subset is taken from them."""
     train = split.train
@@ -271,13 +267,11 @@ def _normal_features(fx, ds, split, max_normal, seed, feature_cache, show_progre
 def fit_patchcore(ds, split, out_dir, settings: dict, seed: int = 0, device=None,
                   show_progress: bool = True, feature_cache=None, data_source: str = "", log=print) -> Path:
     """Build the memory bank from ``split.train`` and write ``out_dir/model.pt``."""
-    from .utils import set_seed
-
     set_seed(seed)
     t0 = time.time()
     fx = make_extractor(settings, device)
     log(f"features: {fx.label}; {settings['image_size']} px input -> {fx.grid[0]}x{fx.grid[1]} grid of {fx.dim}-d")
-    train, feats = _normal_features(fx, ds, split, settings.get("max_normal"), seed, feature_cache, show_progress)
+    train, feats = normal_features(fx, ds, split, settings.get("max_normal"), seed, feature_cache, show_progress)
     flat = feats.reshape(-1, fx.dim)
     idx = greedy_coreset(flat, settings["coreset_ratio"], seed=seed, show_progress=show_progress)
     bank = flat[idx].clone()
@@ -291,8 +285,6 @@ def fit_patchcore(ds, split, out_dir, settings: dict, seed: int = 0, device=None
 
 def add_train_arguments(group) -> None:
     """``python -m cxrlib train --method patchcore`` options (also used by ``--method wscxr``)."""
-    from .features import WEIGHTS
-
     group.add_argument("--backbone", default=None,
                        help="torchvision model (default: resnet18 for --profile quick, densenet121 otherwise)")
     group.add_argument("--layer", default=None,
@@ -312,9 +304,8 @@ def add_train_arguments(group) -> None:
 DATA_SIZE = 128
 
 
-def _load_data(args):
-    from . import data as D
-
+def load_data(args):
+    """``(source, dataset)``: the data of ``args.data`` (default: ``args.profile``'s), loaded at :data:`DATA_SIZE`."""
     source = D.resolve_data(args.profile, args.data)
     return source, D.load(source, size=DATA_SIZE)
 
@@ -322,10 +313,8 @@ def _load_data(args):
 def train_from_args(args) -> Path:
     """``python -m cxrlib train --method patchcore``: see :mod:`cxrlib.methods` for the contract.
     (Building a bank takes minutes, so ``--resume`` simply builds it again.)"""
-    from . import data as D
-
-    settings = _settings(args.profile, args)
-    source, ds = _load_data(args)
+    settings = profile_settings(args.profile, args)
+    source, ds = load_data(args)
     split = D.unsupervised_protocol(ds, seed=args.split_seed)
     print(f"data {source}: {len(ds)} images at {ds.size} px; split (normal, abnormal): "
           f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
@@ -337,6 +326,8 @@ def train_from_args(args) -> Path:
 
 
 def extractor_from_checkpoint(ck: dict, path, device) -> PatchFeatures:
+    """The :class:`~cxrlib.features.PatchFeatures` stored in a loaded PatchCore or WSCXR ``model.pt`` dict (with
+    its weights when they were random); a :class:`~cxrlib.checkpoint.CheckpointError` when it is incomplete."""
     try:
         cfg = dict(ck["features"])
         return PatchFeatures(**cfg, device=device, state_dict=ck.get("features_state"))
@@ -344,7 +335,9 @@ def extractor_from_checkpoint(ck: dict, path, device) -> PatchFeatures:
         raise CheckpointError(f"{path}: not a complete {ck.get('method')} checkpoint ({e.__class__.__name__}: {e})") from None
 
 
-def _meta(ck: dict) -> dict:
+def checkpoint_meta(ck: dict) -> dict:
+    """The scorer's ``meta`` of a loaded PatchCore or WSCXR ``model.pt`` dict: its seeds, split, validation
+    metrics, threshold rule, data, training time, settings and history (the keys it has)."""
     return {k: ck[k] for k in ("seed", "split_seed", "val_metrics", "threshold_rule", "data", "train_seconds",
                                "protocol", "split_summary", "backbone_label", "settings", "history", "k",
                                "best_epoch", "split_version") if k in ck}
@@ -355,4 +348,5 @@ def scorer_from_checkpoint(ck: dict, path, device) -> PatchCoreScorer:
     if "bank" not in ck or "features" not in ck:
         raise CheckpointError(f"{path}: not a complete patchcore checkpoint (no memory bank)")
     fx = extractor_from_checkpoint(ck, path, device)
-    return PatchCoreScorer(fx, ck["bank"], ck["image_size"], ck.get("n_neighbors", 1), ck["threshold"], _meta(ck))
+    return PatchCoreScorer(fx, ck["bank"], ck["image_size"], ck.get("n_neighbors", 1), ck["threshold"],
+                           checkpoint_meta(ck))

@@ -27,15 +27,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .patchcore import (PatchScorer, _load_data, _meta, _normal_features, _settings, extract_features,
-                        extractor_from_checkpoint, finalize, greedy_coreset, make_extractor, nn_distances)
-from .train import CheckpointError, TrainingDivergedError
-from .utils import progress
+from cxrlib import data as D
+from cxrlib import metrics as M
+from cxrlib.checkpoint import CheckpointError, TrainingDivergedError
+from cxrlib.methods.patchcore.patchcore import (PatchScorer, checkpoint_meta, extract_features,
+                                                extractor_from_checkpoint, finalize, greedy_coreset, load_data,
+                                                make_extractor, nn_distances, normal_features, profile_settings)
+from cxrlib.methods.patchcore.patchcore import add_train_arguments as feature_arguments
+from cxrlib.utils import progress, set_seed
 
 __all__ = ["WSCXR_PROFILES", "Discriminator", "mine_anomaly_features", "mix_features", "hinge_loss",
            "WscxrScorer", "fit_wscxr", "add_train_arguments", "train_from_args", "scorer_from_checkpoint"]
 
-#: per-profile settings (``quick``: ResNet18 ``layer3``, see :data:`cxrlib.patchcore.PATCHCORE_PROFILES`, and a
+#: per-profile settings (``quick``: ResNet18 ``layer3``, see
+#: :data:`cxrlib.methods.patchcore.patchcore.PATCHCORE_PROFILES`, and a
 #: 10 % normal bank so that the notebook's ten trainings stay short); ``full`` is the official ZhangLab config (config/zhanglab.yaml): 256 px, 500 normals,
 #: coreset 0.5, r 0.2, one linear layer, margin 0.5, Adam 2e-4 (wd 1e-5), batch 8 images, 100 meta-epochs.
 WSCXR_PROFILES = {
@@ -134,9 +139,6 @@ def fit_wscxr(ds, split, out_dir, settings: dict, seed: int = 0, mining: bool = 
               data_source: str = "", log=print) -> Path:
     """Train WSCXR on ``split.train`` (normals) and ``split.train_abnormal`` (the K anomalies), choose the
     meta-epoch and the threshold on ``split.val``, and write ``out_dir/model.pt``."""
-    from . import metrics as M
-    from .utils import set_seed
-
     if len(split.train_abnormal) == 0:
         raise ValueError("WSCXR needs labelled anomaly images: use --k K with K >= 1")
     set_seed(seed)
@@ -144,7 +146,7 @@ def fit_wscxr(ds, split, out_dir, settings: dict, seed: int = 0, mining: bool = 
     s = settings
     fx = make_extractor(s, device)
     log(f"features: {fx.label}; {s['image_size']} px input -> {fx.grid[0]}x{fx.grid[1]} grid of {fx.dim}-d")
-    train, f_norm = _normal_features(fx, ds, split, s.get("max_normal"), seed, feature_cache, show_progress)
+    train, f_norm = normal_features(fx, ds, split, s.get("max_normal"), seed, feature_cache, show_progress)
     f_abn = extract_features(fx, ds.images[split.train_abnormal], None, show_progress, "features (anomalies)")
     f_val = extract_features(fx, ds.images[split.val], feature_cache, show_progress, "features (val)")
     flat_n, flat_a = f_norm.reshape(-1, fx.dim), f_abn.reshape(-1, fx.dim)
@@ -205,8 +207,6 @@ def fit_wscxr(ds, split, out_dir, settings: dict, seed: int = 0, mining: bool = 
 
 def add_train_arguments(group) -> None:
     """``python -m cxrlib train --method wscxr`` options (``--epochs`` sets the meta-epochs)."""
-    from .patchcore import add_train_arguments as feature_arguments
-
     group.add_argument("--k", type=int, default=None, help="labelled anomaly images (default 16)")
     group.add_argument("--retention", type=float, default=None, help="mining retention rate r (default 0.2)")
     group.add_argument("--no-mining", action="store_true", help="ablation: keep every anomaly feature")
@@ -217,14 +217,12 @@ def add_train_arguments(group) -> None:
 def train_from_args(args) -> Path:
     """``python -m cxrlib train --method wscxr --k K``: see :mod:`cxrlib.methods` for the contract.
     (Training takes minutes at most, so ``--resume`` simply trains again.)"""
-    from . import data as D
-
-    settings = _settings(args.profile, args, WSCXR_PROFILES)
+    settings = profile_settings(args.profile, args, WSCXR_PROFILES)
     if args.epochs:
         settings["meta_epochs"] = args.epochs
     if getattr(args, "coreset_ratio", None) is not None:  # --coreset-ratio sets the normal bank's
         settings["normal_ratio"] = args.coreset_ratio
-    source, ds = _load_data(args)
+    source, ds = load_data(args)
     split = D.weakly_supervised_protocol(ds, settings["k"], seed=args.split_seed)
     print(f"data {source}: {len(ds)} images at {ds.size} px; {split.protocol}; split (normal, abnormal): "
           f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
@@ -246,4 +244,4 @@ def scorer_from_checkpoint(ck: dict, path, device) -> WscxrScorer:
         disc.load_state_dict(ck["discriminator"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: discriminator weights do not match ({e})") from None
-    return WscxrScorer(fx, disc, ck["image_size"], ck["threshold"], _meta(ck))
+    return WscxrScorer(fx, disc, ck["image_size"], ck["threshold"], checkpoint_meta(ck))

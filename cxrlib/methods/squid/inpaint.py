@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrlib.memory import SpaceAwareMemory
 from cxrlib.patching import binary_position_code
+
+from .memory import SpaceAwareMemory
 
 __all__ = ["neighbour_index", "InpaintBlock"]
 

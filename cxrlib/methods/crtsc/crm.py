@@ -12,7 +12,7 @@ encoder feature maps with the squeeze-and-excitation (SE) block of Hu, Shen & Su
 As in the official code (``WANG683s/CRTSC``, ``models/basic_modules.py``, class ``CWA``) the output
 is the pure rescaling ``x * s`` (SQUID's unused SE variant returned ``x * s + x``). The paper uses
 the reduction ``r = 8`` on ZhangLab and ``r = 16`` on CheXpert when the CRM is used alone, and
-``r = 24`` together with the TSCC loss (:mod:`cxrlib.texture`).
+``r = 24`` together with the TSCC loss (:mod:`cxrlib.methods.crtsc.texture`).
 
 Initialisation (a choice of this project; the paper does not state one): the second linear map starts at
 zero, so at initialisation every channel weight is ``sigmoid(0) = 1/2`` for every input and the block is

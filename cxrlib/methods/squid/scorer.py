@@ -1,20 +1,35 @@
-"""One scoring interface for every method: images in, one anomaly score per image out (higher = more
-anomalous), plus an anomaly map where the method has one.
+"""The SQUID family's scorer and entry points: the method module of ``squid``, ``simsid`` and ``crtsc`` in
+:data:`cxrlib.methods.METHOD_MODULES`.
 
-A trained run ends with ``model.pt``, written by :func:`finalize_squid` (and its twins for other methods):
-the best-on-validation weights, the statistics that standardise the score, the decision threshold chosen
-on the validation split, and the validation metrics. :func:`load_scorer` reads it back.
+Like every method's scorer, :class:`SquidScorer` takes images in and gives one anomaly score per image out
+(higher = more anomalous), plus an anomaly map. A trained run ends with ``model.pt``, written by
+:func:`finalize_squid`: the best-on-validation weights, the statistics that standardise the score, the decision
+threshold chosen on the validation split, and the validation metrics; :func:`cxrlib.methods.load_scorer` reads
+it back through :func:`scorer_from_checkpoint`. :func:`train_from_args` (with :func:`add_train_arguments`,
+CRTSC's ablation switches) is ``python -m cxrlib train --method squid|simsid|crtsc``; :func:`train_or_load` is
+the notebooks' entry point.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
 
-from . import data as D
-from .train import FORMAT_VERSION, CheckpointError
+from cxrlib import data as D
+from cxrlib import metrics as M
+from cxrlib.checkpoint import FORMAT_VERSION, atomic_torch_save, matching_model
+from cxrlib.methods import load_scorer
+from cxrlib.utils import get_device, repo_root
 
-__all__ = ["SquidScorer", "load_scorer", "finalize_squid", "SQUID_FAMILY", "add_train_arguments"]
+from .config import CRM_PLACES, GEN_LOSSES, SquidConfig, squid_config
+from .discriminator import SquidDiscriminator
+from .generator import SquidGenerator
+from .train import discriminator_logits, fit_squid
+
+__all__ = ["SquidScorer", "finalize_squid", "SQUID_FAMILY", "CRTSC_SWITCHES", "add_train_arguments",
+           "train_from_args", "scorer_from_checkpoint", "train_or_load"]
 
 SQUID_FAMILY = ("squid", "simsid", "crtsc")
 
@@ -37,8 +52,6 @@ class SquidScorer:
         self.image_size = cfg.image_size
 
     def _x01(self, images):
-        import torch
-
         a = np.asarray(images)
         if a.ndim == 3:
             a = a[:, None]
@@ -49,8 +62,6 @@ class SquidScorer:
 
     def raw_logits(self, images, batch_size: int = 64) -> np.ndarray:
         """``D(G(x))`` for uint8 ``(N, S, S)`` images (or float ``(N, 1, S, S)`` in [0, 1]); shape ``(N,)``."""
-        from .train import discriminator_logits
-
         return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device)
 
     def score(self, images, batch_size: int = 64) -> np.ndarray:
@@ -59,25 +70,18 @@ class SquidScorer:
 
     def reconstruct(self, images, batch_size: int = 64):
         """Reconstructions in [0, 1], shape ``(N, 1, S, S)`` (torch)."""
-        from .train import discriminator_logits
-
         return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
                                     return_recon=True)[1]
 
     def anomaly_maps(self, images, batch_size: int = 64, sigma_px: float = 2.0) -> np.ndarray:
         """Display map: absolute reconstruction error, Gaussian-smoothed; shape ``(N, S, S)``. (The score
         itself is the discriminator's; this map shows *where* the reconstruction disagrees.)"""
-        from scipy.ndimage import gaussian_filter
-
         x = self._x01(images)[:, 0].numpy()
         r = self.reconstruct(images, batch_size)[:, 0].numpy()
         return np.stack([gaussian_filter(np.abs(a - b), sigma_px) for a, b in zip(x, r)])
 
 
 def _build_squid(cfg_dict, device):
-    from .models.discriminator import SquidDiscriminator
-    from .models.squid import SquidConfig, SquidGenerator
-
     cfg = SquidConfig.from_dict(cfg_dict)
     gen = SquidGenerator(cfg).to(device)
     disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size).to(device)
@@ -92,11 +96,6 @@ def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: st
     training images (no augmentation), scores the validation split and chooses the decision threshold
     there (``threshold_rule``, default max accuracy: the papers' rule, moved from test to validation).
     """
-    import torch
-
-    from . import metrics as M
-    from .utils import atomic_torch_save, get_device
-
     out_dir = Path(out_dir)
     device = get_device(device)
     last = torch.load(out_dir / "last.pt", map_location=device, weights_only=False)
@@ -129,8 +128,6 @@ def add_train_arguments(group) -> None:
     Every row of the paper's ablations is one command, e.g. the SQUID baseline inside CRTSC's code path is
     ``--crm-place none --lambda-tscc 0 --gen-loss bce --lambda-gen 0.005``.
     """
-    from .models.squid import CRM_PLACES, GEN_LOSSES
-
     group.add_argument("--crm-place", choices=CRM_PLACES, default=None,
                        help="crtsc: channel recalibration at the bottleneck ('paper', default), after the "
                             "encoder's first block ('first_conv', the official code) or nowhere ('none')")
@@ -156,9 +153,6 @@ def _crtsc_overrides(args) -> dict:
 
 def train_from_args(args) -> Path:
     """``python -m cxrlib train --method squid|simsid|crtsc``: see :mod:`cxrlib.methods` for the contract."""
-    from . import data as D
-    from .train import fit_squid, squid_config
-
     overrides = {"epochs": args.epochs} if args.epochs else {}
     overrides.update(_crtsc_overrides(args))
     cfg = squid_config(args.method, args.profile, **overrides)
@@ -186,34 +180,31 @@ def scorer_from_checkpoint(ck: dict, path, device) -> SquidScorer:
     return SquidScorer(ck["method"], cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device)
 
 
-def load_scorer(path, device=None):
-    """Load a ``model.pt`` written by ``python -m cxrlib train`` and return its method's scorer.
+def train_or_load(method: str = "squid", profile: str = "quick", data=None, out_dir=None, seed: int = 0,
+                  show_progress: bool = True, log=print):
+    """The notebooks' entry point: train ``method`` under ``profile`` on the development split of ``data``
+    (default: the profile's data), or reuse the finished run in ``out_dir`` if its configuration matches.
+    An interrupted run is resumed.
 
-    Raises:
-        CheckpointError: missing or unreadable file, another format, or an unknown method.
+    Returns:
+        ``(scorer, ds, split, history)``: the :class:`SquidScorer`, the dataset at the model's
+        size, the :class:`~cxrlib.data.Split` and the per-epoch history (list of dicts).
     """
-    import torch
-
-    from .utils import get_device
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
-    device = get_device(device)
-    try:
-        ck = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ck, dict) or "method" not in ck:
-        raise CheckpointError(f"{path}: not a cxrlib checkpoint")
-    if ck.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {ck.get('format')} is not {FORMAT_VERSION}")
-    if "threshold" not in ck:
-        raise CheckpointError(f"{path}: a training-state checkpoint, not a scoring one; score model.pt")
-    from .methods import method_module
-
-    try:
-        module = method_module(ck["method"])
-    except KeyError:
-        raise CheckpointError(f"{path}: method {ck['method']!r} has no scorer in this version of cxrlib") from None
-    return module.scorer_from_checkpoint(ck, path, device)
+    cfg = squid_config(method, profile)
+    source = D.resolve_data(profile, data)
+    ds = D.load(source, size=cfg.image_size)
+    split = D.unsupervised_protocol(ds, seed=0)
+    out_dir = Path(out_dir or repo_root() / "runs" / profile / f"{method}_s{seed}")
+    model = out_dir / "model.pt"
+    ck = matching_model(model, cfg.to_dict(), seed, source, log)
+    if ck is not None:
+        return load_scorer(model), ds, split, ck["history"]
+    if model.exists():
+        for f in ("model.pt", "last.pt", "best.pt"):
+            (out_dir / f).unlink(missing_ok=True)
+    resume = (out_dir / "last.pt").exists()
+    fit_squid(cfg, ds, split, out_dir, seed=seed, resume=resume, show_progress=show_progress, method=method,
+              data_source=str(source), log=log)
+    finalize_squid(out_dir, ds, split, method=method)
+    scorer = load_scorer(model)
+    return scorer, ds, split, torch.load(model, map_location="cpu", weights_only=False)["history"]

@@ -1,7 +1,7 @@
 """Semi-supervised DDAD-ASR (Cai et al., MICCAI 2022 "Dual-distribution discrepancy for anomaly detection in
 chest X-rays"; MedIA 86:102794, 2023 "Dual-distribution discrepancy with self-supervised refinement").
 
-Two ensembles of ``K = 3`` reconstruction networks (:mod:`cxrlib.models.ddad`: AE, MemAE or AE-U):
+Two ensembles of ``K = 3`` reconstruction networks (:mod:`cxrlib.methods.ddad.networks`: AE, MemAE or AE-U):
 
 * the **normative distribution module** (NDM, official mode ``b``) is trained on the labelled normal images only;
 * the **unknown distribution module** (UDM, official mode ``a``) on the normal images *plus* an unlabelled pool
@@ -36,6 +36,7 @@ kind and the validation thresholds of every kind.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -43,9 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from . import data as D
-from .train import FORMAT_VERSION, CheckpointError, TrainingDivergedError
+from cxrlib import data as D
+from cxrlib import metrics as M
+from cxrlib.checkpoint import (FORMAT_VERSION, CheckpointError, TrainingDivergedError, atomic_torch_save,
+                               matching_model)
+from cxrlib.data import DataError
+from cxrlib.methods import load_scorer
+from cxrlib.utils import get_device, progress, repo_root
+
+from .networks import BACKBONES, RefineNet, build_backbone, heteroscedastic_loss, memory_entropy
 
 __all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "focal_loss", "synthetic_anomalies",
            "discrepancy_maps", "fit_ddad", "finalize_ddad", "train_or_load", "evaluate_kinds",
@@ -100,8 +109,6 @@ class DDADConfig:
     channels_last: bool = False
 
     def __post_init__(self):
-        from .models.ddad import BACKBONES
-
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.score not in SCORES:
@@ -168,8 +175,6 @@ def to_model_range(x01):
 
 
 def _images_tensor(ds, idx, size: int):
-    import torch
-
     if ds.size != size:
         raise ValueError(f"{ds.source}: images are {ds.size} px but DDAD expects {size} px")
     return to_model_range(torch.from_numpy(ds.as_float(idx))).contiguous()
@@ -187,8 +192,6 @@ def focal_loss(logits, target, gamma: float = 2.0):
     Returns:
         scalar.
     """
-    import torch
-
     logp = torch.log_softmax(logits, dim=1).gather(1, target[:, None].long())[:, 0]
     return (-(1 - logp.exp()) ** gamma * logp).mean()
 
@@ -208,8 +211,6 @@ def synthetic_anomalies(x, pool, idx, generator, p: float = 0.5, core: float = 0
     Returns:
         ``(x_synth (B, 1, S, S), mask (B, S, S) int64)``.
     """
-    import torch
-
     b, s = x.shape[0], x.shape[-1]
     n = len(pool)
     if n < 2:
@@ -252,29 +253,21 @@ def discrepancy_maps(x, udm, ndm, ndm_var=None) -> dict:
 
 def refine_inputs(maps: dict, refine_input: str):
     """ASR-Net input ``(B, 2, H, W)`` = ``[inter, intra]`` (``dual``) or ``(B, 1, H, W)`` = ``[intra]``."""
-    import torch
-
     return torch.cat([maps["inter"], maps["intra"]] if refine_input == "dual" else [maps["intra"]], dim=1)
 
 
 def _build(cfg: DDADConfig):
-    from .models.ddad import build_backbone
-
     return build_backbone(cfg.backbone, cfg.latent, cfg.width, cfg.hidden, cfg.image_size, cfg.mem_dim,
                           cfg.shrink_thres)
 
 
 def _build_refine(cfg: DDADConfig):
-    from .models.ddad import RefineNet
-
     return RefineNet(2 if cfg.refine_input == "dual" else 1, cfg.refine_mid)
 
 
 def _ensemble_outputs(udm_nets, ndm_nets, x, batch_size: int = 64):
     """Eval-mode reconstructions of both ensembles for ``x`` ``(N, 1, H, W)``, batched: ``(udm (K_A, N, 1, H, W),
     ndm (K_B, N, 1, H, W), ndm_var (N, 1, H, W) or None)``."""
-    import torch
-
     udm, ndm, var = [], [], []
     with torch.no_grad():
         for net in (*udm_nets, *ndm_nets):
@@ -291,21 +284,15 @@ def _ensemble_outputs(udm_nets, ndm_nets, x, batch_size: int = 64):
 
 def _train_context(cfg: DDADConfig, device):
     """The autocast context of a training forward pass (a no-op in fp32)."""
-    import torch
-
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 def _layout(t, cfg: DDADConfig):
     """A network or a 4-d batch in the training memory layout of ``cfg``."""
-    import torch
-
     return t.to(memory_format=torch.channels_last) if cfg.channels_last else t
 
 
 def _adam(params, lr, betas, weight_decay):
-    import torch
-
     try:  # the fused CPU kernel is ~10 % faster per iteration here (4.4M parameters per network)
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError):
@@ -352,14 +339,10 @@ POOL_FIELDS = ("n_unlabelled", "anomaly_rate")
 
 def _images_fingerprint(x) -> str:
     """SHA-1 of a training tensor's bytes: two runs' networks saw the same images in the same order iff equal."""
-    import hashlib
-
     return hashlib.sha1(x.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _load_state(path: Path, cfg: DDADConfig, seed: int, device):
-    import torch
-
     state = torch.load(path, map_location=device, weights_only=False)
     if state.get("cfg") != cfg.training_dict() or state.get("seed") != seed:
         raise CheckpointError(f"{path}: was written by another run (configuration or seed differ); use a new "
@@ -377,10 +360,6 @@ def _train_network(name, cfg, net, opt, x_train, path, seed, device, epochs, run
     the last one (before its checkpoint). Returns the state; ``state["finished"]`` is False when the budget ran
     out first.
     """
-    import torch
-
-    from .utils import atomic_torch_save, progress
-
     what = _describe(name, cfg.ensemble)
     fingerprint = _images_fingerprint(x_train)
     state = {"name": name, "cfg": cfg.training_dict(), "seed": seed, "epoch": 0, "history": [], "finished": False,
@@ -433,10 +412,6 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
     """Train (or resume) one reconstruction network on ``x_train`` ``(N, 1, S, S)`` in [-1, 1] (squared error;
     MemAE adds the entropy of its memory weights, AE-U is trained with the heteroscedastic loss). Returns
     ``(net, state)``; ``state["finished"]`` is False when the budget ran out first."""
-    import torch
-
-    from .models.ddad import heteroscedastic_loss, memory_entropy
-
     what = _describe(name, cfg.ensemble)
     torch.manual_seed(_net_seed(seed, name))
     net = _layout(_build(cfg).to(device), cfg)
@@ -486,10 +461,6 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
 
 
 def _single_net_val_auroc(net, cfg, x_val, y_val) -> float:
-    import torch
-
-    from . import metrics as M
-
     net.eval()
     with torch.no_grad():
         s = []
@@ -504,8 +475,6 @@ def _single_net_val_auroc(net, cfg, x_val, y_val) -> float:
 
 def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progress, log, budget):
     """Train (or resume) ASR-Net on synthetic anomalies of ``x_train`` (the labelled normals) with the focal loss."""
-    import torch
-
     name, what = "refine", _describe("refine", cfg.ensemble)
     torch.manual_seed(_net_seed(seed, name))
     net = _layout(_build_refine(cfg).to(device), cfg)
@@ -557,10 +526,6 @@ def reuse_ndm(src_dir, out_dir, cfg: DDADConfig, seed: int, x_normal, log=print)
     Returns:
         the copied network names.
     """
-    import torch
-
-    from .utils import atomic_torch_save
-
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     mine = {k: v for k, v in cfg.training_dict().items() if k not in POOL_FIELDS}
     fingerprint = _images_fingerprint(x_normal)
@@ -602,13 +567,7 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
     Returns:
         ``{"finished", "train_seconds", "states": {name: state without weights}}``.
     """
-    import torch
-
-    from .utils import get_device
-
     if len(split.unlabelled) == 0:
-        from .data import DataError
-
         raise DataError("DDAD needs an unlabelled pool: the split has none (use semi_supervised_protocol)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -642,8 +601,6 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
 
 def ndm_finished(run_dir, ensemble: int = 3) -> bool:
     """Whether ``run_dir`` holds all ``ensemble`` NDM network checkpoints, each trained to the end."""
-    import torch
-
     paths = [Path(run_dir) / f"{n}.pt" for n in network_names(ensemble) if n.startswith("ndm")]
     return all(p.exists() and torch.load(p, map_location="cpu", weights_only=False).get("finished") for p in paths)
 
@@ -684,8 +641,6 @@ class DDADScorer:
         return DDADScorer(self.cfg, self.udm, self.ndm, self.refine, kind, self.thresholds, self.meta, self.device)
 
     def _x(self, images):
-        import torch
-
         a = np.asarray(images)
         if a.ndim == 3:
             a = a[:, None]
@@ -700,8 +655,6 @@ class DDADScorer:
         """Everything for ``images`` (uint8 ``(N, S, S)`` or float ``(N, 1, S, S)`` in [0, 1]), as numpy:
         ``maps`` {kind: ``(N, S, S)``} (``asr``: the refined anomaly probability), ``udm_mean``, ``ndm_mean``
         ``(N, S, S)`` in [0, 1], ``ndm_sigma`` (AE-U: ``sqrt(var)`` in model units, else None)."""
-        import torch
-
         x_all = self._x(images)
         keep: dict[str, list] = {k: [] for k in (*SCORES, "udm_mean", "ndm_mean", "ndm_sigma")}
         with torch.no_grad():
@@ -741,8 +694,6 @@ class DDADScorer:
 
 def evaluate_kinds(scorer: DDADScorer, ds, idx) -> dict:
     """:func:`cxrlib.metrics.evaluate` of every score kind on ``ds`` rows ``idx``, each at its validation threshold."""
-    from . import metrics as M
-
     y = ds.labels[idx]
     s = scorer.scores(ds.images[idx])
     return {k: M.evaluate(y, s[k], val_threshold=scorer.thresholds.get(k)) for k in SCORES}
@@ -764,11 +715,6 @@ def finalize_ddad(out_dir, cfg: DDADConfig, ds, split, seed: int = 0, device=Non
     """Turn finished network checkpoints in ``out_dir`` into ``out_dir/model.pt``: all seven networks, the
     validation threshold (``threshold_rule``) and validation metrics of every score kind, the chosen kind
     (``cfg.score``), per-network histories and times, and the split's description."""
-    import torch
-
-    from . import metrics as M
-    from .utils import atomic_torch_save, get_device
-
     out_dir, device = Path(out_dir), get_device(device)
     weights, history, seconds = {}, {}, {}
     for name in network_names(cfg.ensemble):
@@ -801,8 +747,6 @@ def finalize_ddad(out_dir, cfg: DDADConfig, ds, split, seed: int = 0, device=Non
 # ------------------------------------------------------------------------------------------ command line
 def add_train_arguments(group) -> None:
     """``python -m cxrlib train --method ddad`` options."""
-    from .models.ddad import BACKBONES
-
     group.add_argument("--backbone", choices=BACKBONES, default="ae", help="reconstruction network (default ae)")
     group.add_argument("--score", choices=SCORES, default="asr",
                        help="score of model.pt: rec, intra, inter or asr (ASR-Net; default). Every kind's "
@@ -834,10 +778,6 @@ def _config_from_args(args) -> DDADConfig:
 
 def train_from_args(args) -> Path | None:
     """``python -m cxrlib train --method ddad``: see :mod:`cxrlib.methods` for the contract."""
-    import torch
-
-    from . import data as D
-
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     cfg = _config_from_args(args)
@@ -883,11 +823,6 @@ def train_or_load(profile: str = "quick", backbone: str = "ae", data=None, out_d
     Returns:
         ``(scorer, ds, split)``.
     """
-    from . import data as D
-    from .scoring import load_scorer
-    from .train import matching_model
-    from .utils import repo_root
-
     cfg = ddad_config(profile, backbone=backbone, **overrides)
     source = D.resolve_data(profile, data)
     ds = D.load(source, size=cfg.image_size)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BACKBONES", "ConvAE", "MemAE", "MemoryUnit", "RefineNet", "build_backbone", "hard_shrink_relu",
-           "heteroscedastic_loss", "memory_entropy", "parameter_count"]
+           "heteroscedastic_loss", "memory_entropy"]
 
 BACKBONES = ("ae", "memae", "aeu")
 
@@ -183,8 +183,3 @@ class RefineNet(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.model(maps)
-
-
-def parameter_count(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -12,7 +12,7 @@ Sensors 2025, Sec. 3.4) switches two terms on through the configuration (both of
 
 * ``cfg.gen_loss == "kl"``: :func:`kl_generator_loss` replaces the BCE adversarial term (term ``kl``
   instead of ``adv``, weight ``g_w``: 0.002 on ZhangLab in place of 0.005);
-* ``cfg.tscc_w > 0``: ``tscc_w * L_TSCC(recon, x)`` (:func:`cxrlib.texture.tscc_loss`, on [0, 1] images).
+* ``cfg.tscc_w > 0``: ``tscc_w * L_TSCC(recon, x)`` (:func:`cxrlib.methods.crtsc.texture.tscc_loss`, on [0, 1] images).
 """
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+
+from cxrlib.methods.crtsc.texture import tscc_loss
+
+from .generator import from_model_range
 
 __all__ = ["adversarial_bce_generator_loss", "kl_generator_loss", "discriminator_loss", "generator_loss"]
 
@@ -106,9 +110,6 @@ def generator_loss(out: Mapping[str, torch.Tensor | None], x: torch.Tensor, d_fa
     terms["dist"] = cfg.dist_w * dist_loss if dist_loss is not None else zero
     tscc_w = getattr(cfg, "tscc_w", 0.0)
     if tscc_w > 0:
-        from .models.squid import from_model_range
-        from .texture import tscc_loss
-
         normalize = getattr(cfg, "normalize", "zero_one")
         terms["tscc"] = tscc_w * tscc_loss(from_model_range(out["recon"], normalize),
                                            from_model_range(x, normalize))
