@@ -82,10 +82,9 @@ def official_test_markdown(path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def wscxr_table(csv_path) -> str:
-    """The WSCXR K-shot and mining × mixing rows (and the PatchCore baseline): AUROC (%) mean ± std over seeds."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def wscxr_table(rows: list[dict]) -> str:
+    """The WSCXR K-shot and mining × mixing rows (and the PatchCore baseline) of ``results/wscxr_<profile>.csv``:
+    AUROC (%) mean ± std over seeds."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["table"], r["method"], r["k"], r["mining"], r["mixing"]), []).append(float(r["auroc"]))
@@ -127,7 +126,9 @@ def results_page(root=None, profile: str = "cpu") -> str:
         f"are the unit drawn, so no child is in two of training, validation and development test; validation is "
         f"15 % of the normals plus pneumonia at the official test split's 390 : 234 ratio (AUROC standard error about "
         f"2 points), and so is the development test. AUROC/AP/ACC/F1 in %, mean ± std over seeds, ACC/F1 at the "
-        f"threshold of maximum accuracy on validation. torch threads per run: {', '.join(threads) or '–'}. Paper "
+        f"threshold of maximum accuracy on validation. torch threads per run: {', '.join(threads) or '–'}; the "
+        f"training minutes are wall-clock with up to three such runs sharing two cores, so they compare rows of this "
+        f"table only (`benchmarks/` measures speed on a quiet machine). Paper "
         f"AUROC: the papers' official test split with test-tuned thresholds (`cxrlib/paper_numbers.py`), a different "
         f"protocol. Rows: [`{csv_rel}`]({profile}/metrics.csv) (commits {_commits(rows) or '–'}).", "",
         B.summary_markdown(summary, B.paper_auroc_text()).rstrip("\n"), "",
@@ -160,13 +161,16 @@ def results_page(root=None, profile: str = "cpu") -> str:
                 B.localisation_markdown(rows).rstrip("\n"), ""]
     wscxr_csv = root / f"results/wscxr_{profile}.csv"
     if wscxr_csv.exists():
-        w_rows = list(csv.DictReader(open(wscxr_csv, newline="")))
-        out += ["## WSCXR: K-shot table and mining × mixing ablation", "",
+        w_all = list(csv.DictReader(open(wscxr_csv, newline="")))
+        w_rows = [r for r in w_all if (r.get("split_version") or "image-v1") == SPLIT_VERSION]
+        stale = not w_rows
+        w_rows = w_rows or w_all
+        out += [f"## WSCXR: K-shot table and mining × mixing ablation{' (stale: `image-v1` split)' if stale else ''}", "",
                 f"`python scripts/run_wscxr_tables.py --data PATH/zhanglab128_train.npz --profile {profile} --weights "
                 f"random`; backbone: {w_rows[0]['backbone']}, so these rows measure the method's machinery on random "
                 f"features, not the paper's ImageNet setting. Rows: [`results/wscxr_{profile}.csv`](wscxr_{profile}.csv) "
-                f"(commits {_commits(w_rows)}).", "", wscxr_table(wscxr_csv).rstrip("\n"), "",
-                f"![WSCXR](../figures/wscxr_{profile}.png)", ""]
+                f"(commits {_commits(w_rows)}{'; made on the `image-v1` split, not yet re-run' if stale else ''}).", "",
+                wscxr_table(w_rows).rstrip("\n"), "", f"![WSCXR](../figures/wscxr_{profile}.png)", ""]
     abl = root / "results/crtsc_ablation/ablation.csv"
     if abl.exists():
         mod = _script("crtsc_ablation_report")

@@ -26,7 +26,7 @@ from cxrlib.utils import atomic_write_bytes  # noqa: E402
 
 COLUMNS = ["table", "method", "k", "mining", "mixing", "seed", "split_seed", "profile", "data", "backbone",
            "auroc", "ap", "acc", "f1", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes",
-           "peak_train_gib", "train_command", "score_command", "commit"]
+           "peak_train_gib", "train_command", "score_command", "commit", "split_version"]
 
 #: (table, method, K, mining, mixing); the K = 16 run with both switches on serves both tables
 CONFIGS = [("baseline", "patchcore", 0, "", "")] + [("k_shot", "wscxr", k, True, True) for k in (2, 4, 8, 16)] + [
@@ -50,7 +50,10 @@ def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for r in rows:  # rows written before the column existed were made on the image-level split
+        r["split_version"] = r.get("split_version") or "image-v1"
+    return rows
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -103,7 +106,8 @@ def run_one(cfg, seed: int, args) -> dict:
             "acc_test_tuned": res["test_tuned"]["acc"], "f1_test_tuned": res["test_tuned"]["f1"],
             "val_auroc": ck["val_metrics"]["auroc"], "train_minutes": t["train_minutes"],
             "peak_train_gib": t["peak_train_gib"], "train_command": display_command(train),
-            "score_command": display_command(score), "commit": row_commit(run, t)}
+            "score_command": display_command(score), "commit": row_commit(run, t),
+            "split_version": res.get("split_version", "image-v1")}
 
 
 def figure(rows: list[dict], path: Path) -> None:

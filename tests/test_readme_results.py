@@ -43,6 +43,15 @@ def test_results_page_shows_every_table_and_only_the_current_split_in_the_main_t
         assert (ROOT / fig).exists(), fig
 
 
+def _ddad_report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_ddad_full", ROOT / "scripts" / "run_ddad_full.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_ddad_summary_table_on_a_constructed_csv(tmp_path):
     mod = _ddad_report_module()
     rows = [dict(protocol="semi", backbone="ae", score="asr", seed=s, n_unlabelled=700, anomaly_rate=0.6,

@@ -443,3 +443,21 @@ def test_full_profile_patch_scorers_use_five_neighbours():
 
     assert PATCHCORE_PROFILES["full"]["n_neighbors"] == 5 and WSCXR_PROFILES["full"]["n_neighbors"] == 5
     assert PATCHCORE_PROFILES["cpu"]["n_neighbors"] == 1 and WSCXR_PROFILES["cpu"]["n_neighbors"] == 1
+
+
+@pytest.mark.parametrize("name", ["squid", "simsid", "crtsc"])
+def test_generator_trace_is_the_forward_pass(name):
+    from cxrlib.methods.squid.generator import SquidGenerator
+
+    torch.manual_seed(0)
+    cfg = preset(name, image_size=64, base_width=4, mem_slots=10, decoder_memory_slots=10)
+    gen = SquidGenerator(cfg).eval()
+    x01 = torch.rand(2, 1, 64, 64)
+    tr = gen.trace(x01)
+    ref = gen(gen.to_model_range(x01), with_teacher=True)
+    torch.testing.assert_close(tr["student"], gen.from_model_range(ref["recon"]))
+    torch.testing.assert_close(tr["teacher"], gen.from_model_range(ref["teacher_recon"]))
+    dist = torch.stack([F.mse_loss(s, t) for s, t in zip(tr["student_features"], tr["teacher_features"])]).sum()
+    torch.testing.assert_close(dist, ref["dist_loss"])
+    assert tr["inpaint"]["attention"].shape == (2 * cfg.num_patch ** 2, cfg.mem_slots)
+    assert not tr["student"].requires_grad

@@ -267,6 +267,34 @@ class SquidGenerator(nn.Module):
         return out
 
     @torch.no_grad()
+    def trace(self, x01: torch.Tensor) -> dict:
+        """The forward pass with its intermediates, for teaching and inspection (no gradient; call in eval mode
+        so the memory queues and the masked shortcut are left alone). The one public way to look inside the
+        generator: the notebooks use it instead of re-assembling the forward pass.
+
+        Args:
+            x01: ``(B, C, H, W)`` images in [0, 1].
+
+        Returns a dict: ``bottleneck`` ``(B*P, f[L], b, b)`` (after the recalibration, in
+        :func:`cxrlib.patching.patchify` order), ``skips`` (the encoder's skip features), ``inpaint`` (the
+        in-painting block's trace, see :meth:`InpaintBlock.trace`), ``student`` and ``teacher``
+        ``(B, C, H, W)`` reconstructions in [0, 1] (``teacher`` ``None`` without one), ``student_features``
+        and ``teacher_features`` (per decoder level, the terms of the distillation loss).
+        """
+        n = self.cfg.num_patch
+        bottleneck, skips = self.encoder(patchify(self.to_model_range(x01), n))
+        bottleneck = self.recalibration(bottleneck)
+        inpaint = self.inpaint.trace(bottleneck)
+        student_out, student_features = self.decoder(inpaint["out"], skips)
+        out = {"bottleneck": bottleneck, "skips": skips, "inpaint": inpaint,
+               "student": self.from_model_range(self._activate(student_out)), "student_features": student_features,
+               "teacher": None, "teacher_features": None}
+        if self.teacher is not None:
+            teacher_out, teacher_features = self.teacher(bottleneck, skips)
+            out.update(teacher=self.from_model_range(self._activate(teacher_out)), teacher_features=teacher_features)
+        return out
+
+    @torch.no_grad()
     def update_memory(self) -> None:
         """Write the last training batch into every memory queue; call after each generator step."""
         for module in self.modules():
