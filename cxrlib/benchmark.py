@@ -32,7 +32,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
-           "current_rows", "stale_rows", "split_change_markdown", "thread_count", "replace_readme_section",
+           "run_table", "current_rows", "stale_rows", "split_change_markdown", "thread_count", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
@@ -282,6 +282,47 @@ def _check_split_version(model_path: Path) -> None:
     if version != SPLIT_VERSION:
         raise CommandError(f"{_display(str(model_path))}: trained on development split '{version}', this code's is "
                            f"'{SPLIT_VERSION}'; delete {_display(str(model_path.parent))} to retrain it")
+
+
+def run_table(csv_path, profile: str, data: str, methods=None, seeds=(0,), split_seeds=(0,), tables=("image",),
+              log=print) -> list[dict]:
+    """The benchmark loop, the one the command line (``python -m cxrlib benchmark``) and notebook 09 share:
+    train (or reuse) and score every (method, variant, seed) on every split seed, and, with ``"localisation"``
+    in ``tables``, on the phantoms; merge each row into ``csv_path`` as it finishes (so a stopped run resumes
+    where it was) and return all the CSV's rows. Per-image scores go to ``csv_path``'s ``scores/`` folder.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    from .methods import available_methods
+
+    csv_path = Path(csv_path)
+    rows = read_rows(csv_path)  # fail early on a CSV of the wrong schema
+    methods = list(methods or [m for m in VARIANTS if m in available_methods()])
+    for method in methods:
+        if method not in VARIANTS or method not in available_methods():
+            raise ValueError(f"unknown method {method!r}; the table knows {', '.join(VARIANTS)}")
+    scores_dir = csv_path.parent / "scores"
+    for method in methods if "localisation" in tables else []:
+        for variant in VARIANTS[method]:
+            for seed in seeds:
+                try:
+                    row = localisation_row(method, variant, profile, seed, scores_dir=scores_dir, log=log)
+                except ValueError as e:  # a method without an anomaly map
+                    log(f"{method}: {e}")
+                    continue
+                rows = merge_row(csv_path, row)
+                log(f"  pixel AUROC {row['pixel_auroc']:.3f}  Dice (val thr.) {row['dice']:.3f}  best Dice (oracle) "
+                    f"{row['best_dice']:.3f}  image AUROC {row['auroc']:.3f} (phantoms)  {row['train_minutes']:.1f} min")
+    for method in methods if "image" in tables else []:
+        for variant in VARIANTS[method]:
+            for split_seed in split_seeds:
+                for seed in seeds:
+                    row = run_row(method, variant, profile, data, seed, split_seed, scores_dir=scores_dir, log=log)
+                    rows = merge_row(csv_path, row)
+                    log(f"  AUROC {row['auroc']:.3f}  AP {row['ap']:.3f}  ACC {row['acc']:.3f}  F1 {row['f1']:.3f} "
+                        f"(validation threshold)  {row['train_minutes']:.1f} min")
+    return rows
 
 
 def read_rows(path) -> list[dict]:

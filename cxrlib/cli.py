@@ -88,30 +88,11 @@ def _score(args) -> int:
 def _benchmark(args) -> int:
     data = D.resolve_data(args.profile, args.data)
     out = Path(args.out or repo_root() / "results" / args.profile / "metrics.csv")
-    rows = B.read_rows(out)  # fail early on a CSV of the wrong schema
-    methods = args.methods or [m for m in B.VARIANTS if m in available_methods()]
-    for method in methods:
-        if method not in B.VARIANTS or method not in available_methods():
-            raise ValueError(f"unknown method {method!r}; the table knows {', '.join(B.VARIANTS)}")
-    for method in methods if "localisation" in args.tables else []:
-        for variant in B.VARIANTS[method]:
-            for seed in args.seeds:
-                row = B.localisation_row(method, variant, args.profile, seed, scores_dir=out.parent / "scores")
-                rows = B.merge_row(out, row)
-                print(f"  pixel AUROC {row['pixel_auroc']:.3f}  best Dice {row['best_dice']:.3f}  "
-                      f"image AUROC {row['auroc']:.3f} (phantoms)  {row['train_minutes']:.1f} min")
-    for method in methods if "image" in args.tables else []:
-        for variant in B.VARIANTS[method]:
-            for split_seed in args.split_seeds:
-                for seed in args.seeds:
-                    row = B.run_row(method, variant, args.profile, data, seed, split_seed,
-                                    scores_dir=out.parent / "scores")
-                    rows = B.merge_row(out, row)
-                    print(f"  AUROC {row['auroc']:.3f}  AP {row['ap']:.3f}  ACC {row['acc']:.3f}  F1 {row['f1']:.3f} "
-                          f"(validation threshold)  {row['train_minutes']:.1f} min")
-    print(B.summary_markdown(B.summarize(B.image_rows(rows))))
-    if B.localisation_rows(rows):
-        print(B.localisation_markdown(rows))
+    rows = B.run_table(out, args.profile, data, args.methods, args.seeds, args.split_seeds, args.tables)
+    current = B.current_rows(rows)
+    print(B.summary_markdown(B.summarize(B.image_rows(current))))
+    if B.localisation_rows(current):
+        print(B.localisation_markdown(current))
     print(f"rows in {out}")
     return 0
 

@@ -214,3 +214,20 @@ def test_protocol_notes_cover_every_method_with_the_profiles_settings(profile):
         assert "no paper row" in notes[m]
     md = B.protocol_markdown([{"method": "ddad"}, {"method": "squid"}, {"method": "ddad"}], profile)
     assert md.count("\n- ") == 2 and md.index("**ddad**") < md.index("**squid**")
+
+
+def test_run_table_is_the_one_benchmark_loop(tmp_path, monkeypatch):
+    """Every (method, variant, split seed, seed) once, each row merged into the CSV as it finishes."""
+    calls = []
+
+    def fake_run_row(method, variant, profile, data, seed, split_seed, scores_dir=None, log=print):
+        calls.append((method, variant, seed, split_seed))
+        return _row(method=method, variant=variant, seed=seed, split_seed=split_seed, profile=profile)
+
+    monkeypatch.setattr(B, "run_row", fake_run_row)
+    rows = B.run_table(tmp_path / "m.csv", "quick", "embedded", ["squid", "patchcore"], seeds=[0, 1], split_seeds=[0, 1],
+                       log=lambda *a: None)
+    assert len(calls) == 8 and calls[0] == ("squid", "official", 0, 0) and calls[-1][0] == "patchcore"
+    assert len(rows) == 8 and len(B.read_rows(tmp_path / "m.csv")) == 8
+    with pytest.raises(ValueError, match="unknown method"):
+        B.run_table(tmp_path / "m.csv", "quick", "embedded", ["nope"], log=lambda *a: None)
