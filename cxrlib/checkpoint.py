@@ -16,9 +16,31 @@ import torch
 from .utils import atomic_write_bytes, get_device, repo_relative
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "TrainingDivergedError", "atomic_torch_save", "read_checkpoint",
-           "matching_model"]
+           "matching_model", "ConfigRecord"]
 
 FORMAT_VERSION = 1
+
+
+class ConfigRecord:
+    """Mixin for the configuration dataclasses a checkpoint stores (``SquidConfig``, ``DDADConfig``): a plain dict
+    of builtins (tuples as lists, safe for JSON and ``torch.load(weights_only=True)``) and back. Unknown keys are
+    an error: a silently ignored knob is a wrong model. ``_TUPLE_FIELDS`` names the fields read back as tuples."""
+
+    _TUPLE_FIELDS: tuple = ()
+
+    def to_dict(self) -> dict:
+        import dataclasses
+
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        import dataclasses
+
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+        return cls(**{k: tuple(v) if k in cls._TUPLE_FIELDS else v for k, v in d.items()})
 
 
 class TrainingDivergedError(RuntimeError):

@@ -171,23 +171,24 @@ def results_page(root=None, profile: str = "cpu") -> str:
                 f"features, not the paper's ImageNet setting. Rows: [`results/wscxr_{profile}.csv`](wscxr_{profile}.csv) "
                 f"(commits {_commits(w_rows)}{'; made on the `image-v1` split, not yet re-run' if stale else ''}).", "",
                 wscxr_table(w_rows).rstrip("\n"), "", f"![WSCXR](../figures/wscxr_{profile}.png)", ""]
-    abl = root / "results/crtsc_ablation/ablation.csv"
-    if abl.exists():
-        mod = _script("crtsc_ablation_report")
-        out += ["## CRTSC ablation (stale: `image-v1` split)", "",
-                "Made on the `image-v1` split, before the patient-disjoint one; kept as a record until the SQUID "
-                "family's recipe is re-run (issue #23). `bash scripts/run_crtsc_ablation.sh PATH/zhanglab128_train.npz` "
-                "re-runs it. Rows: [`results/crtsc_ablation/ablation.csv`](crtsc_ablation/ablation.csv).", "",
-                mod.summary_table(abl).rstrip("\n"), ""]
-    ddad = root / "results/ddad_full.csv"
-    if ddad.exists():
-        mod = _script("run_ddad_full")
-        out += ["## DDAD: the full recipe (stale: `image-v1` split)", "",
-                "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs, one configuration about 65-130 "
-                "minutes on one core: made on the `image-v1` split and not yet re-run on the patient-disjoint one. "
-                "`python scripts/run_ddad_full.py --data PATH/zhanglab128_train.npz` re-runs it. Rows: "
-                "[`results/ddad_full.csv`](ddad_full.csv).", "",
-                mod.summary_table(ddad).rstrip("\n"), "", mod.weak_table(ddad).rstrip("\n"), ""]
+    # tables made on the image-v1 split and not yet re-run: (title, CSV, script module, its tables, how to re-run)
+    stale_tables = [
+        ("CRTSC ablation", "crtsc_ablation/ablation.csv", "crtsc_ablation_report", ("summary_table",),
+         "Kept as a record until the SQUID family's recipe is re-run (issue #23); `bash scripts/run_crtsc_ablation.sh "
+         "PATH/zhanglab128_train.npz` re-runs it."),
+        ("DDAD: the full recipe", "ddad_full.csv", "run_ddad_full", ("summary_table", "weak_table"),
+         "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train-minutes "
+         "column gives the cost on one core); `python scripts/run_ddad_full.py --data PATH/zhanglab128_train.npz` "
+         "re-runs it."),
+    ]
+    for title, rel, script, tables, how in stale_tables:
+        if (root / "results" / rel).exists():
+            mod = _script(script)
+            out += [f"## {title} (stale: `image-v1` split)", "",
+                    f"Made on the `image-v1` split, before the patient-disjoint one, and not yet re-run. {how} Rows: "
+                    f"[`results/{rel}`]({rel}).", ""]
+            for table in tables:
+                out += [getattr(mod, table)(root / "results" / rel).rstrip("\n"), ""]
     commands = sorted({r["train_command"] for r in rows})
     out += ["## Commands", "", f"<details><summary>the {len(commands)} training commands of the main table</summary>",
             "", "```bash", *commands, "```", "", "</details>", ""]

@@ -54,6 +54,7 @@ from cxrlib.data import DataError
 from cxrlib.methods import load_scorer
 from cxrlib.utils import get_device, progress, repo_root
 
+from ...checkpoint import ConfigRecord
 from .networks import BACKBONES, RefineNet, build_backbone, heteroscedastic_loss, memory_entropy
 
 __all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "focal_loss", "synthetic_anomalies",
@@ -68,7 +69,7 @@ SAVE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
-class DDADConfig:
+class DDADConfig(ConfigRecord):
     """Everything that defines a DDAD run. Defaults = the official recipe (``cfgs/RSNA_*.yaml``).
 
     ``n_unlabelled``: size of the unlabelled pool. The official RSNA setting pairs 3851 labelled normals with a
@@ -108,6 +109,8 @@ class DDADConfig:
     #: train with NHWC tensors (oneDNN's preferred layout on CPU); the same network, a faster memory layout.
     channels_last: bool = False
 
+    _TUPLE_FIELDS = ("betas",)
+
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -120,19 +123,6 @@ class DDADConfig:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}: 'fp32' or 'bf16'")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DDADConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DDADConfig keys: {unknown}")
-        d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
 
     def replace(self, **overrides) -> "DDADConfig":
         return dataclasses.replace(self, **overrides)

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ...checkpoint import ConfigRecord
+
 __all__ = ["SquidConfig", "PRESETS", "preset", "squid_config", "squid_filters", "NORMALIZE_MODES", "CRM_PLACES",
            "GEN_LOSSES", "DECODER_OPS", "MAX_LEVELS"]
 
@@ -29,7 +31,7 @@ def squid_filters(base_width: int) -> list[int]:
 
 
 @dataclass
-class SquidConfig:
+class SquidConfig(ConfigRecord):
     """Every knob of a SQUID / SimSID run. Defaults are the official SQUID ZhangLab recipe
     (``tiangexiang/SQUID`` ``configs/zhang_best.py``); see :func:`preset` for SimSID.
 
@@ -143,19 +145,6 @@ class SquidConfig:
     def memory_grid(self) -> int:
         return self.num_patch if self.decoder_memory_grid is None else self.decoder_memory_grid
 
-    # -- (de)serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of builtins (tuples as lists), safe for JSON and ``torch.load(weights_only=True)``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SquidConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a silently ignored knob is a wrong model)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SquidConfig keys: {unknown}")
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "SquidConfig":
