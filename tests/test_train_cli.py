@@ -130,6 +130,18 @@ def test_cli_train_then_score(tmp_path, capsys):
     assert lines[0] == "name,score,label" and len(lines) == 1 + 86
     res = json.loads((tmp_path / "s.json").read_text())
     assert 0 <= res["auroc"] <= 1 and "val_threshold" in res and "test-tuned" in res["test_tuned"]["rule"]
+    assert res["split_version"] == D.SPLIT_VERSION
+    # a checkpoint of another split definition: its --split test would hold other images, so it is refused
+    import torch
+
+    ck = torch.load(tmp_path / "run/model.pt", weights_only=False)
+    ck["split_version"] = "image-v1"
+    torch.save(ck, tmp_path / "old.pt")
+    capsys.readouterr()
+    assert main(["score", "--checkpoint", str(tmp_path / "old.pt"), "--data", str(npz), "--split", "test",
+                 "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "image-v1" in err and D.SPLIT_VERSION in err and len(err.strip().splitlines()) == 1
     # unlabelled archive: scores, no metrics
     np.savez(tmp_path / "u.npz", images=ds.images[:5])
     assert main(["score", "--checkpoint", str(tmp_path / "run/model.pt"), "--data", str(tmp_path / "u.npz"),
