@@ -191,6 +191,25 @@ def plot_cost_quality(summary: list[dict], rows: list[dict] | None = None, split
     return ax.figure
 
 
+def plot_validation_curves(curves: dict, kept: dict | None = None, ax=None,
+                           title: str = "validation AUROC per epoch"):
+    """One line per run: ``curves`` maps a label to ``(epochs, val_auroc)`` (1-based epochs); ``kept`` maps a
+    label to the epoch whose checkpoint was kept (marked). Chance (0.5) is drawn as a dotted line."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, (epochs, auroc) in curves.items():
+        (line,) = ax.plot(epochs, auroc, "-", lw=1.2, label=label)
+        if kept and label in kept:
+            e = kept[label]
+            ax.plot([e], [auroc[list(epochs).index(e)]], "o", color=line.get_color())
+    ax.axhline(0.5, color="0.5", ls=":", lw=1)
+    ax.set(xlabel="epoch", ylabel="validation AUROC", ylim=(0, 1), title=title)
+    ax.legend(fontsize=7, ncol=2)
+    return ax.figure
+
+
 def plot_ranking_across_splits(summary: list[dict], ax=None, title: str = "ranking across development splits"):
     """Mean AUROC of each (method, variant) on every split it was run on, one line each: crossing lines are
     pairs of methods the splits order differently."""

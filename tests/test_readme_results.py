@@ -91,3 +91,20 @@ def test_ddad_weak_table_sits_beside_the_paper_and_out_of_the_semi_table(tmp_pat
     assert "| 16 | 0 | 50.0 / 60.0 / 70.0 / 80.0 | 60.0 / 70.0 | 65.0 / 75.0 | 75.9 / 70.0 / 74.4 | 50 |" in table
     assert table.index("| 2 |") < table.index("| 16 |")
     assert "WSCXR Table I's protocol" in mod.readme_section(path)
+
+
+def test_validation_curves_round_trip(tmp_path):
+    import torch
+
+    run = tmp_path / "squid_s0"
+    run.mkdir()
+    history = [{"epoch": e, "val_auroc": a, "d": 0.1} for e, a in enumerate((0.6, 0.4, 0.7))]
+    torch.save({"method": "squid", "seed": 0, "split_version": "patient-v2", "best_epoch": 2, "history": history},
+               run / "model.pt")
+    other = tmp_path / "patchcore_s0"  # no per-epoch history: skipped
+    other.mkdir()
+    torch.save({"method": "patchcore", "seed": 0, "history": {"bank": 1}}, other / "model.pt")
+    assert [p.name for p in R.export_curves([run, other], tmp_path / "curves")] == ["squid_s0.csv"]
+    curves = R.read_curves(tmp_path / "curves")
+    assert curves == {"squid_s0": ([1, 2, 3], [0.6, 0.4, 0.7], 3)}
+    assert "kept epoch 3 of 3 (validation 0.70), last epoch 0.70, 1 of 3 epochs below chance" in R._curve_reading(curves)

@@ -111,5 +111,6 @@ def test_plot_results_script_writes_every_figure(tmp_path):
 def test_results_page_shows_the_committed_results_figures():
     page = (ROOT / "results" / "README.md").read_text()
     shown = re.findall(r"\]\(\.\./(figures/results_cpu_[a-z_]+\.png)\)", page)
-    assert len(shown) == 5, "the results page shows the five figures of scripts/plot_results.py"
+    expected = {f"figures/results_cpu_{k}.png" for k in ("roc", "scores", "auroc", "cost_quality", "ranking")}
+    assert expected <= set(shown), "the results page shows the five figures of scripts/plot_results.py"
     assert all((ROOT / p).exists() for p in shown)
