@@ -220,7 +220,9 @@ def results_page(root=None, profile: str = "cpu") -> str:
                 f"method sees the same lesions; each method is trained on the normal phantoms of split 0 and its maps "
                 f"on the development-test phantoms are scored against the masks on one {B.LOCALISATION_SIZE} px grid: "
                 f"pixel AUROC over all pixels, Dice at the threshold that maximises Dice on the validation phantoms, "
-                f"and best Dice over a threshold sweep on the test masks themselves (an oracle, reported as such).", "",
+                f"and best Dice over a 100-quantile threshold sweep on the test masks themselves (an oracle, reported as "
+                f"such; its sweep is coarse, so a validation threshold that falls between two of its steps can score a "
+                f"little higher).", "",
                 B.localisation_markdown(rows).rstrip("\n"), ""]
     wscxr_csv = root / f"results/wscxr_{profile}.csv"
     if wscxr_csv.exists():
