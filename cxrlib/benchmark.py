@@ -237,9 +237,15 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))} (trained elsewhere; peak memory not measured)")
     else:
         log(f"{method} [{variant}] seed {seed}: training ({profile} profile) ...")
-        if (run / "last.pt").exists():
+        resumed = (run / "last.pt").exists()
+        if resumed:
             train_argv.append("--resume")
         seconds, peak = run_command(train_argv, run / "train.log")
+        if resumed:  # this command trained only the last epochs; the checkpoint sums every epoch's time
+            import torch
+
+            ck = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+            seconds = float(ck.get("train_seconds", seconds))
         info = {"train_minutes": seconds / 60, "peak_train_gib": peak}
         atomic_write_json(info, info_path)
     scores_csv = run / "test_scores.csv"
