@@ -522,7 +522,7 @@ def localisation_row(method: str, variant: str, profile: str, seed: int = 0, out
     split = D.development_split(ds, seed=0)
     # every method is scored on the same pixel grid: its maps are resized to LOCALISATION_SIZE, where the
     # masks of the one phantom set (drawn once at the base size) live
-    masks_ds = D.load(LOCALISATION_DATA, size=LOCALISATION_SIZE)
+    masks_ds = ds if ds.size == LOCALISATION_SIZE else D.load(LOCALISATION_DATA, size=LOCALISATION_SIZE)
     val_maps = _resize_maps(scorer.anomaly_maps(ds.images[split.val]), LOCALISATION_SIZE)
     maps = _resize_maps(scorer.anomaly_maps(ds.images[split.test]), LOCALISATION_SIZE)
     masks = masks_ds.masks[split.test]

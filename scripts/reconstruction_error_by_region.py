@@ -12,9 +12,7 @@ same way into a temporary copy of the run; the run folder itself is not touched)
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrlib import data as D
 from cxrlib.methods import load_scorer
-from cxrlib.methods.squid.scorer import finalize_squid
+from cxrlib.methods.squid.scorer import last_epoch_scorer
 
 BODY_LEVEL = 0.25  # phantom background is 0.15, body 0.6 less the lungs' 0.4: above 0.25 is inside the body
 
@@ -63,13 +61,8 @@ def main(argv=None) -> int:
     split = D.unsupervised_protocol(ds, seed=args.split_seed)
     print_report(f"{args.run_dir} model.pt (best-on-validation epoch)", region_report(scorer, ds, split.test))
     if args.last:
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / "run"
-            shutil.copytree(args.run_dir, copy)
-            shutil.copy(copy / "last.pt", copy / "best.pt")
-            finalize_squid(copy, ds, split, method=scorer.method)
-            print_report(f"{args.run_dir} last.pt (last epoch)", region_report(load_scorer(copy / "model.pt"), ds,
-                                                                                  split.test))
+        print_report(f"{args.run_dir} last.pt (last epoch)",
+                     region_report(last_epoch_scorer(args.run_dir, ds, split, scorer.method), ds, split.test))
     return 0
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from cxrlib import data as D  # noqa: E402
 from cxrlib import metrics as M  # noqa: E402
 from cxrlib.methods import load_scorer  # noqa: E402
-from cxrlib.methods.squid.scorer import finalize_squid  # noqa: E402
+from cxrlib.methods.squid.scorer import last_epoch_scorer  # noqa: E402
 
 COLUMNS = ["run", "checkpoint", "epoch", "split_version", "n_val", "recon_err_normal", "recon_err_pneumonia",
            "auroc_recon_err", "auroc_score", "spearman_score_vs_err"]
@@ -59,17 +57,8 @@ def main(argv=None) -> int:
     split = D.development_split(ds, seed=scorer.meta.get("split_seed", 0))
     rows = [fidelity_row(scorer, ds, split.val, args.run_dir.name, "kept (model.pt)")]
     if args.last:
-        with tempfile.TemporaryDirectory() as tmp:
-            for f in ("last.pt",):
-                shutil.copy(args.run_dir / f, Path(tmp) / f)
-            shutil.copy(args.run_dir / "last.pt", Path(tmp) / "best.pt")  # finalise the last epoch as if kept
-            import torch
-
-            last = torch.load(Path(tmp) / "last.pt", map_location="cpu", weights_only=False)
-            torch.save({"gen": last["gen"], "disc": last["disc"], "epoch": last["epoch"]}, Path(tmp) / "best.pt")
-            finalize_squid(tmp, ds, split, method=last["method"])
-            rows.append(fidelity_row(load_scorer(Path(tmp) / "model.pt"), ds, split.val, args.run_dir.name,
-                                     "last (last.pt)"))
+        last = last_epoch_scorer(args.run_dir, ds, split, scorer.method)
+        rows.append(fidelity_row(last, ds, split.val, args.run_dir.name, "last (last.pt)"))
     out = args.out or ROOT / "results" / "cpu" / "diagnostics" / "score_vs_fidelity.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     old = [r for r in (csv.DictReader(open(out)) if out.exists() else [])

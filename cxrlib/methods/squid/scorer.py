@@ -28,7 +28,7 @@ from .discriminator import SquidDiscriminator
 from .generator import SquidGenerator
 from .train import discriminator_logits, fit_squid
 
-__all__ = ["SquidScorer", "finalize_squid", "SQUID_FAMILY", "CRTSC_SWITCHES", "add_train_arguments",
+__all__ = ["SquidScorer", "finalize_squid", "last_epoch_scorer", "SQUID_FAMILY", "CRTSC_SWITCHES", "add_train_arguments",
            "train_from_args", "scorer_from_checkpoint", "train_or_load"]
 
 SQUID_FAMILY = ("squid", "simsid", "crtsc")
@@ -120,6 +120,22 @@ def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: st
         "data": last.get("data", ""), "split_seed": split.seed, "split_version": D.SPLIT_VERSION,
     }, path)
     return path
+
+
+def last_epoch_scorer(run_dir, ds, split, method: str = "squid") -> "SquidScorer":
+    """The scorer of a run's *last* epoch (``last.pt``) instead of its kept one, finalised exactly like
+    ``model.pt`` (score statistics, validation threshold) in a temporary copy: the run folder is not touched.
+    For diagnostics that compare the kept checkpoint with the end of training."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        copy.mkdir()
+        shutil.copy(Path(run_dir) / "last.pt", copy / "last.pt")
+        shutil.copy(copy / "last.pt", copy / "best.pt")  # last.pt holds gen, disc and epoch, as best.pt does
+        finalize_squid(copy, ds, split, method=method)
+        return load_scorer(copy / "model.pt")
 
 
 def add_train_arguments(group) -> None:
