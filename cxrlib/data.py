@@ -613,16 +613,21 @@ class Split:
             ys = set(ds.labels[parts[k]].tolist())
             if not {0, 1} <= ys:
                 raise DataError(f"{ds.source}: the {k} split must contain both classes, has {sorted(ys)}")
-        training = np.concatenate([self.train, self.train_abnormal, self.unlabelled])
-        check_no_leakage(ds.images, training, np.concatenate([self.val, self.test]), "validation/test")
+        sides = self.sides()
+        check_no_leakage(ds.images, sides["training"], np.concatenate([self.val, self.test]), "validation/test")
         groups, (patients, _) = split_groups(ds), patient_ids(ds.names)
-        sides = {"training": training, "val": self.val, "test": self.test}
         for a, b in (("training", "val"), ("training", "test"), ("val", "test")):
             shared = np.intersect1d(groups[sides[a]], groups[sides[b]])
             if len(shared):
                 who = sorted({str(patients[i]) for i in sides[a] if groups[i] in set(shared.tolist())})[:5]
                 raise LeakageError(f"{ds.source}: {len(shared)} patient(s) are in both {a} and {b} "
                                    f"(e.g. {', '.join(who)})")
+
+    def sides(self) -> dict:
+        """The three sides no patient may straddle: ``training`` (normals, labelled anomalies and unlabelled
+        pool together), ``val`` and ``test``; index arrays."""
+        return {"training": np.concatenate([self.train, self.train_abnormal, self.unlabelled]),
+                "val": self.val, "test": self.test}
 
     def patients(self, ds: CXRDataset) -> dict:
         """``{part: number of distinct patients}``, the unit the split draws."""
@@ -735,8 +740,7 @@ def split_report(ds: CXRDataset, split: Split) -> str:
              f"{'part':<16}{'normal':>8}{'abnormal':>10}{'patients':>10}"]
     for k, (n0, n1) in summ.items():
         lines.append(f"{k:<16}{n0:>8}{n1:>10}{per[k]:>10}")
-    sides = {"training": np.concatenate([split.train, split.train_abnormal, split.unlabelled]),
-             "val": split.val, "test": split.test}
+    sides = split.sides()
     for a, b in (("training", "val"), ("training", "test"), ("val", "test")):
         shared = set(patients[sides[a]].tolist()) & set(patients[sides[b]].tolist())
         lines.append(f"patients shared by {a} and {b}: {len(shared)}")
