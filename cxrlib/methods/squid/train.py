@@ -136,7 +136,8 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     return terms
 
 def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, device=None, show_progress=True,
-              method: str = "squid", data_source: str = "", log=print, max_epochs: int | None = None) -> dict:
+              method: str = "squid", data_source: str = "", log=print, max_epochs: int | None = None,
+              epoch_callback=None) -> dict:
     """Train a SQUID/SimSID generator and discriminator on ``split.train`` of ``ds``.
 
     Args:
@@ -147,6 +148,8 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         resume: continue from ``out_dir/last.pt`` exactly where it stopped.
         max_epochs: stop after this many epochs in total in this call (for tests and staged runs);
             ``cfg.epochs`` still sets the schedule.
+        epoch_callback: ``f(epoch, gen, disc) -> dict`` called after each epoch's validation (models in eval
+            mode); its numbers join that epoch's history entry (diagnostics such as other validation scores).
 
     Returns:
         summary dict (best epoch, validation AUROC, history, paths, minutes).
@@ -215,10 +218,11 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         n_g = math.ceil(n_iter / cfg.n_critic)
         means = {k: v / (n_iter if k == "d" else n_g) for k, v in sums.items()}
         val_auroc = M.auroc(y_val, -discriminator_logits(gen, disc, x_val, cfg, device=device))
-        seconds = time.time() - t0
+        seconds = time.time() - t0  # training and validation; diagnostics below are not counted
         train_seconds += seconds
+        extra = epoch_callback(epoch, gen, disc) if epoch_callback is not None else {}
         history.append({"epoch": epoch, "val_auroc": val_auroc, "lr": opt_g.param_groups[0]["lr"],
-                        "seconds": seconds, **means})
+                        "seconds": seconds, **means, **extra})
         # strict arg-max, or the official SQUID/CRTSC tolerance rule: a later epoch within the tolerance of
         # the kept one replaces it (and becomes the reference), so late, stabler epochs win near-ties
         improved = keeps_epoch(val_auroc, best["auroc"], cfg.selection_tolerance)
