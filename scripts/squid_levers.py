@@ -46,6 +46,8 @@ LEVERS: dict[str, dict] = {
     "n_critic_1": dict(n_critic=1),
     "bottleneck_4x4": dict(levels=3, decoder_ops=("concat", "concat", "none"), merge_level=1),
     "size_128": dict(image_size=128),
+    "bf16": dict(precision="bf16", channels_last=True),
+    "size_128_bf16": dict(image_size=128, precision="bf16", channels_last=True),
     "lr_1e-3": dict(lr=1e-3, eta_min=1e-4),
     "d_lr_1e-5": dict(d_lr=1e-5),
 }

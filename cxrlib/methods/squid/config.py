@@ -15,12 +15,13 @@ from typing import Any
 from ...checkpoint import ConfigRecord
 
 __all__ = ["SquidConfig", "PRESETS", "preset", "squid_config", "squid_filters", "NORMALIZE_MODES", "CRM_PLACES",
-           "GEN_LOSSES", "DECODER_OPS", "MAX_LEVELS"]
+           "GEN_LOSSES", "DECODER_OPS", "PRECISIONS", "MAX_LEVELS"]
 
 NORMALIZE_MODES = ("zero_one", "tanh")
 CRM_PLACES = ("none", "paper", "first_conv")  # CRTSC channel recalibration: where it goes (see SquidGenerator)
 GEN_LOSSES = ("bce", "kl")  # adversarial generator term (see cxrlib.methods.squid.losses)
 DECODER_OPS = ("concat", "none")
+PRECISIONS = ("fp32", "bf16")
 MAX_LEVELS = 5  # the official filter list has 6 entries, enough for 5 downsamplings
 
 
@@ -76,6 +77,9 @@ class SquidConfig(ConfigRecord):
     # -- optimisation --------------------------------------------------------------------------
     n_critic: int = 2  # a generator step every n_critic discriminator steps
     shared_forward: bool = False  # SimSID: one generator forward per iteration serves the D and G steps
+    precision: str = "fp32"  # training arithmetic: "fp32" (official) or "bf16" (autocast; weights, optimiser
+    #                          state, memory queues and losses stay fp32). Scoring is always fp32.
+    channels_last: bool = False  # NHWC memory format for the training forward passes (faster convs on CPU)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
     eps: float = 1e-7
@@ -124,6 +128,8 @@ class SquidConfig(ConfigRecord):
             raise ValueError(f"crm_reduction must be >= 1, got {self.crm_reduction}")
         if not self.tscc_w >= 0.0:
             raise ValueError(f"tscc_w must be >= 0, got {self.tscc_w}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.gen_loss not in GEN_LOSSES:
             raise ValueError(f"gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
 

@@ -103,6 +103,11 @@ def _check_finite(terms: dict, where: str, ckpt: Path | None):
                 f"lower the learning rate or resume from it")
 
 
+def _autocast(cfg, x: torch.Tensor):
+    """bf16 autocast of a training forward pass (``cfg.precision == "bf16"``); a no-op in fp32."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", ckpt: Path | None = None) -> dict:
     """One SQUID/SimSID iteration on a batch ``x`` (``(B, 1, S, S)``, already in the model's range).
 
@@ -111,22 +116,30 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     G step a fresh one (official SQUID). CRTSC's terms (KL, TSCC) enter through ``cfg``. Returns the loss terms as floats. Raises
     :class:`TrainingDivergedError` on a non-finite term, before any optimiser step with it.
     """
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     # on iterations without a G step no graph is kept through the generator (no wasted backward memory)
-    with torch.set_grad_enabled(g_step and cfg.shared_forward):
+    with torch.set_grad_enabled(g_step and cfg.shared_forward), _autocast(cfg, x):
         out = gen(x)
-    d_real = disc(x)
-    loss_d = discriminator_loss(d_real, disc(out["recon"].detach()), cfg.d_w)
+    with _autocast(cfg, x):
+        d_real = disc(x)
+        d_fake = disc(out["recon"].detach())
+    loss_d = discriminator_loss(d_real.float(), d_fake.float(), cfg.d_w)
     _check_finite({"discriminator": loss_d}, where, ckpt)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
     terms = {"d": float(loss_d.detach())}
     if g_step:
-        if not cfg.shared_forward:
-            out = gen(x)
+        with _autocast(cfg, x):
+            if not cfg.shared_forward:
+                out = gen(x)
+            d_fake_g = disc(out["recon"])
+        if cfg.precision != "fp32":  # the losses in fp32
+            out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
         # CRTSC's KL term compares D(G(x)) with D(x); D(x) is this iteration's (before the D update),
         # detached, so the G step costs no extra discriminator forward
-        loss_g, g_terms = generator_loss(out, x, disc(out["recon"]), cfg, d_real_logits=d_real.detach())
+        loss_g, g_terms = generator_loss(out, x, d_fake_g.float(), cfg, d_real_logits=d_real.detach().float())
         _check_finite({"generator total": loss_g, **g_terms}, where, ckpt)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
