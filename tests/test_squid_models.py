@@ -461,3 +461,34 @@ def test_generator_trace_is_the_forward_pass(name):
     torch.testing.assert_close(dist, ref["dist_loss"])
     assert tr["inpaint"]["attention"].shape == (2 * cfg.num_patch ** 2, cfg.mem_slots)
     assert not tr["student"].requires_grad
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_training_step_keeps_fp32_state_and_tracks_fp32(channels_last):
+    """precision='bf16' autocasts the forward passes only: parameters, optimiser state and the memory queues
+    stay fp32, the queue takes the batch, and one step's losses are close to the fp32 step's."""
+    from cxrlib.methods.squid.generator import build_models
+    from cxrlib.methods.squid.train import train_step
+
+    terms = {}
+    for precision in ("fp32", "bf16"):
+        cfg = small("squid", precision=precision, channels_last=channels_last)
+        torch.manual_seed(0)
+        gen, disc = build_models(cfg)
+        opt_g, opt_d = torch.optim.Adam(gen.parameters(), 1e-4), torch.optim.Adam(disc.parameters(), 1e-4)
+        queue = gen.inpaint.memory.bank
+        before = queue.slots.clone()
+        torch.manual_seed(1)
+        x = torch.rand(4, 1, 64, 64)
+        terms[precision] = train_step(gen, disc, opt_g, opt_d, x, cfg, g_step=True)
+        assert all(math.isfinite(v) for v in terms[precision].values())
+        assert queue.slots.dtype == torch.float32 and not torch.equal(queue.slots, before)
+        assert all(p.dtype == torch.float32 for p in [*gen.parameters(), *disc.parameters()])
+        assert all(s.dtype == torch.float32 for st in opt_g.state.values() for s in st.values() if s.dim())
+    for k in ("recon", "teacher"):
+        assert terms["bf16"][k] == pytest.approx(terms["fp32"][k], rel=0.05)
+
+
+def test_precision_is_validated():
+    with pytest.raises(ValueError, match="precision"):
+        small("squid", precision="fp16")
