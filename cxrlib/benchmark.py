@@ -355,13 +355,14 @@ def read_rows(path) -> list[dict]:
     return rows
 
 
-def write_rows(path, rows: list[dict]) -> None:
-    """Write ``rows`` atomically with the :data:`METRICS_COLUMNS` header (numbers to 6 significant digits)."""
+def write_rows(path, rows: list[dict], columns: list[str] = METRICS_COLUMNS) -> None:
+    """Write ``rows`` atomically with the ``columns`` header (default :data:`METRICS_COLUMNS`; the other tables
+    of :mod:`cxrlib.tables` pass their own), numbers to 6 significant digits."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in METRICS_COLUMNS})
+        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 

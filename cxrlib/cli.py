@@ -1,13 +1,17 @@
-"""Command line: ``python -m cxrlib {train,score,benchmark,data,reproduce} --help``.
+"""Command line: ``python -m cxrlib {train,score,benchmark,report,data,reproduce} --help``.
 
     python -m cxrlib train --method squid --data PATH/zhanglab128_train.npz --profile cpu --seed 0 --out runs/squid_cpu_s0
     python -m cxrlib score --checkpoint runs/squid_cpu_s0/model.pt --data PATH/zhanglab128_train.npz --split test --out scores.csv
     python -m cxrlib score --checkpoint runs/squid_cpu_s0/model.pt --data PATH/chest_xray/test --out official.csv
+    python -m cxrlib benchmark --table wscxr --data PATH/zhanglab128_train.npz     # one results table
+    python -m cxrlib report                                                        # the results page from the CSVs
 
 ``train`` uses the data layer's development split (seed 0) of ``--data``: normals to train, validation to
 select the checkpoint and the threshold. ``score`` writes one row per image (name, score, label when known)
 and, when labels are known, the metrics as JSON beside the CSV: AUROC, AP, ACC/F1 at the threshold stored in
 the checkpoint (chosen on validation) and, labelled as such, at the papers' test-tuned threshold.
+``benchmark --table NAME`` runs one table of :data:`cxrlib.tables.TABLES` (default ``main``); ``benchmark --table
+NAME --help`` lists its own options.
 Bad input ends with a one-line error and exit status 2.
 """
 from __future__ import annotations
@@ -19,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import benchmark as B
 from . import data as D
 from . import metrics as M
 from .benchmark import CommandError
@@ -27,6 +30,7 @@ from .checkpoint import CheckpointError, TrainingDivergedError
 from .data import DataError
 from .methods import available_methods, load_scorer, method_module
 from .reproduce import run_notebooks
+from .tables import TABLES
 from .utils import PROFILES, atomic_write_bytes, atomic_write_json, repo_root
 
 __all__ = ["build_parser", "main"]
@@ -86,14 +90,18 @@ def _score(args) -> int:
 
 
 def _benchmark(args) -> int:
-    data = D.resolve_data(args.profile, args.data)
-    out = Path(args.out or repo_root() / "results" / args.profile / "metrics.csv")
-    rows = B.run_table(out, args.profile, data, args.methods, args.seeds, args.split_seeds, args.tables)
-    current = B.current_rows(rows)
-    print(B.summary_markdown(B.summarize(B.image_rows(current))))
-    if B.localisation_rows(current):
-        print(B.localisation_markdown(current))
-    print(f"rows in {out}")
+    status = TABLES[args.table].run(args)
+    if not getattr(args, "dry_run", False):
+        print("`python -m cxrlib report` regenerates the results page from the CSVs")
+    return status
+
+
+def _report(args) -> int:
+    from .report import write_all
+
+    root = repo_root()
+    for path in write_all(root, args.profile, figures=not args.no_figures):
+        print(Path(path).relative_to(root))
     return 0
 
 
@@ -112,8 +120,9 @@ def _reproduce(args) -> int:
     return 0
 
 
-def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``method`` the ``train`` command also takes that method's own options."""
+def build_parser(method: str | None = None, table: str = "main") -> argparse.ArgumentParser:
+    """The parser; with ``method`` the ``train`` command also takes that method's own options, and ``benchmark``
+    takes the options of ``table`` (:data:`cxrlib.tables.TABLES`)."""
     methods = available_methods()
     ap = argparse.ArgumentParser(prog="python -m cxrlib", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,17 +156,20 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                         "does); the images/s printed is then not an inference speed and is not stored")
     s.set_defaults(func=_score)
 
-    b = sub.add_parser("benchmark", help="train and score every method on one split: results/<profile>/metrics.csv")
-    b.add_argument("--profile", choices=PROFILES, default="quick")
-    b.add_argument("--data", default=None, help="default: the profile's data")
-    b.add_argument("--methods", nargs="*", default=None, help="default: every method the table knows")
-    b.add_argument("--seeds", nargs="*", type=int, default=[0])
-    b.add_argument("--split-seeds", nargs="*", type=int, default=[0])
-    b.add_argument("--tables", nargs="+", choices=("image", "localisation"), default=["image"],
-                   help="image: the X-ray table (--data, every split seed); localisation: train on the phantoms "
-                        "with lesion masks and add pixel AUROC and best Dice (split 0) to the same CSV")
-    b.add_argument("--out", default=None, help="CSV (default results/<profile>/metrics.csv); rows are updated")
+    b = sub.add_parser("benchmark", help="run one results table (default main: every method on one split, "
+                                          "results/<profile>/metrics.csv)",
+                       description="Run one results table: " + "; ".join(f"{t.name}: {t.title} ({t.csv})"
+                                                                          for t in TABLES.values()) +
+                       ". `benchmark --table NAME --help` lists NAME's own options.")
+    b.add_argument("--table", choices=list(TABLES), default="main", help="the table to run (default main)")
+    TABLES[table].add_arguments(b.add_argument_group(f"{table} table options"))
     b.set_defaults(func=_benchmark)
+
+    rp = sub.add_parser("report", help="regenerate results/README.md, the README's summary and the results "
+                                       "figures from the committed CSVs (nothing is trained)")
+    rp.add_argument("--profile", choices=PROFILES, default="cpu")
+    rp.add_argument("--no-figures", action="store_true")
+    rp.set_defaults(func=_report)
 
     d = sub.add_parser("data", help="summarise a data set's development split under every protocol: images, "
                                      "patients per part and the patients any two parts share (zero)")
@@ -179,12 +191,17 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    method = None
+    method, table = None, "main"
     if argv[:1] == ["train"]:
         pre = argparse.ArgumentParser(add_help=False)
         pre.add_argument("--method", default="squid")
         method = pre.parse_known_args(argv[1:])[0].method
-    args = build_parser(method).parse_args(argv)
+    if argv[:1] == ["benchmark"]:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--table", default="main")
+        table = pre.parse_known_args(argv[1:])[0].table
+        table = table if table in TABLES else "main"  # an unknown name: the parser's choices refuse it
+    args = build_parser(method, table).parse_args(argv)
     try:
         return args.func(args)
     except (DataError, CheckpointError, TrainingDivergedError, FileNotFoundError, ValueError, CommandError) as e:

@@ -1,6 +1,7 @@
 """The package's structure, checked statically (``ast``, nothing is imported): the intra-package import graph,
 function-level imports included, has no cycle; no module imports another's private names; the shared core knows no
-method; CRTSC's parts stay leaves; every ``__all__`` names what its module defines.
+method; the layers (:data:`LAYERS`) import only downwards; nothing loads a file of ``scripts/``; CRTSC's parts stay
+leaves; every ``__all__`` names what its module defines.
 
 That ``import cxrlib`` and ``import cxrlib.data`` import no torch is checked by running them, in test_data.py.
 """
@@ -15,6 +16,10 @@ PACKAGE = "cxrlib"
 #: the shared core: every method builds on these, so they must not depend on any method
 CORE = ("cxrlib.data", "cxrlib.patching", "cxrlib.features", "cxrlib.metrics", "cxrlib.utils", "cxrlib.checkpoint")
 METHODS = "cxrlib.methods"
+#: the upper layers, top first: a module may import the modules of its own layer and of the layers below, never of
+#: one above (the command line drives the results page, which draws the results tables, which run the benchmark's
+#: loop and the methods). Each layer is a module or a package (its sub-modules included).
+LAYERS = ("cxrlib.cli", "cxrlib.report", "cxrlib.tables", "cxrlib.benchmark", METHODS)
 
 
 def _module_name(path: Path) -> str:
@@ -159,6 +164,30 @@ def test_core_modules_know_no_method():
                  if t == METHODS or t.startswith(METHODS + ".")]
     assert not offenders, "the shared core (" + ", ".join(CORE) + ") must not import cxrlib.methods:\n" + \
         "\n".join(offenders)
+
+
+def _layer(module: str) -> int | None:
+    for i, layer in enumerate(LAYERS):
+        if module == layer or module.startswith(layer + "."):
+            return i
+    return None
+
+
+def test_layers_import_only_downwards():
+    graph = _graph()
+    assert _layer("cxrlib.tables.wscxr") == 2 and _layer("cxrlib.methods.squid.scorer") == 4 and _layer("cxrlib.data") is None
+    assert {"cxrlib.tables", "cxrlib.tables.main_table"} <= set(graph), "the results tables are a package of cxrlib"
+    assert "cxrlib.tables" in graph["cxrlib.report"] and "cxrlib.tables" in graph["cxrlib.cli"]
+    offenders = [f"{m} imports {t}  ({', '.join(graph[m][t])})" for m in graph for t in graph[m]
+                 if _layer(m) is not None and _layer(t) is not None and _layer(t) < _layer(m)]
+    assert not offenders, "a lower layer imports an upper one (" + " > ".join(LAYERS) + "):\n" + "\n".join(offenders)
+
+
+def test_nothing_loads_a_script():
+    """The package holds every table's code: no module loads a file of ``scripts/`` by path."""
+    offenders = [str(p.relative_to(ROOT)) for p in MODULES.values()
+                 if "spec_from_file_location" in p.read_text() or '"scripts"' in p.read_text()]
+    assert not offenders, offenders
 
 
 def test_crtsc_parts_do_not_import_squid():

@@ -1,6 +1,5 @@
-"""The results table's figures: what each plot draws is the summary's numbers, and the script that writes the
-README's figures runs on a constructed CSV."""
-import importlib.util
+"""The results table's figures: what each plot draws is the summary's numbers, and the main table's figure function
+(cxrlib.tables.main_table.plot_results, which writes the results page's figures) runs on a constructed CSV."""
 import re
 from pathlib import Path
 
@@ -86,10 +85,9 @@ def test_load_scores_reads_the_saved_scores_and_names_a_missing_file(tmp_path):
         B.load_scores(tmp_path, ROWS[2])
 
 
-def test_plot_results_script_writes_every_figure(tmp_path):
-    spec = importlib.util.spec_from_file_location("plot_results", ROOT / "scripts" / "plot_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_plot_results_writes_every_figure(tmp_path):
+    from cxrlib.tables import TABLES, main_table
+
     results = tmp_path / "results" / "cpu"
     (results / "scores").mkdir(parents=True)
     B.write_rows(results / "metrics.csv", ROWS)
@@ -102,15 +100,17 @@ def test_plot_results_script_writes_every_figure(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             "name,score,label\n" + body)
-    out = mod.plot_results(results / "metrics.csv", "cpu", tmp_path / "fig")
+    out = TABLES["main"].draw(results / "metrics.csv", tmp_path / "fig", "cpu")
     names = sorted(p.name for p in out)
-    assert names == sorted(f"results_cpu_{k}.png" for k in ("roc", "scores", "auroc", "cost_quality", "ranking"))
+    assert names == sorted(f"results_cpu_{k}.png" for k, _ in main_table.FIGURES)
     assert all(p.stat().st_size > 0 for p in out)
+    with pytest.raises(ValueError, match="no rows"):
+        main_table.plot_results(tmp_path / "none.csv", "cpu", tmp_path / "fig")
 
 
 def test_results_page_shows_the_committed_results_figures():
     page = (ROOT / "results" / "README.md").read_text()
     shown = re.findall(r"\]\(\.\./(figures/results_cpu_[a-z_]+\.png)\)", page)
     expected = {f"figures/results_cpu_{k}.png" for k in ("roc", "scores", "auroc", "cost_quality", "ranking")}
-    assert expected <= set(shown), "the results page shows the five figures of scripts/plot_results.py"
+    assert expected <= set(shown), "the results page shows the five figures of cxrlib.tables.main_table.plot_results"
     assert all((ROOT / p).exists() for p in shown)

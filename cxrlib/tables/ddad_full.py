@@ -1,14 +1,14 @@
-"""DDAD-ASR with the full official recipe on the development split, through the command line only.
+"""The DDAD full-recipe table: DDAD-ASR with the official recipe on the development split, through the command
+line only.
 
 For every configuration it runs ``python -m cxrlib train --method ddad ...`` (250 epochs per network, batch 64,
 Adam 5e-4; ASR-Net 100 epochs; the ``cpu`` profile trains this recipe in bf16 mixed precision, ``--profile full``
-in fp32), then, for every score kind, ``train ... --score KIND --resume`` (which only
-re-finalises the finished run: same weights, that kind's validation threshold) and
-``python -m cxrlib score ... --split test``, and appends one row per score kind to ``results/ddad_full.csv``:
-development-test AUROC/AP, ACC/F1 at the validation threshold (and the test-tuned ones, labelled), training and
-wall-clock minutes, the command (data shown as ``PATH/<file>``) and the git commit. Only finished, scored runs
-become rows. Per-image scores go to ``results/ddad_full/<tag>_<kind>.csv`` (their JSON, which names this machine's
-paths, is not committed).
+in fp32), then, for every score kind, ``train ... --score KIND --resume`` (which only re-finalises the finished run:
+same weights, that kind's validation threshold) and ``python -m cxrlib score ... --split test``, and appends one row
+per score kind to ``results/ddad_full.csv``: development-test AUROC/AP, ACC/F1 at the validation threshold (and the
+test-tuned ones, labelled), training and wall-clock minutes, the command (data shown as ``PATH/<file>``) and the git
+commit. Only finished, scored runs become rows. Per-image scores go to ``results/ddad_full/<tag>_<kind>.csv``
+(their JSON, which names this machine's paths, is not committed).
 
 Resumable: finished (configuration, score) rows are skipped; an interrupted training run continues with
 ``--resume`` from its last network checkpoint. Logs go to ``runs/ddad_full/<tag>.log``.
@@ -21,34 +21,40 @@ Configurations:
 
 Usage::
 
-    python scripts/run_ddad_full.py --data PATH/zhanglab128_train.npz [--jobs 2] [--threads 1] [--weak]
-    python scripts/run_ddad_full.py --report   # figure and README block from the CSV
+    python -m cxrlib benchmark --table ddad-full --data PATH/zhanglab128_train.npz [--jobs 2] [--threads 1] [--weak]
+    python -m cxrlib benchmark --table ddad-full --report-only   # the figure from the CSV
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shlex
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cxrlib.paper_numbers import paper_rows
+from .. import benchmark as B
+from ..paper_numbers import paper_rows
+from ..utils import PROFILES, repo_root
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["SCORES", "FIELDS", "KEY", "WEAK_K", "BACKBONE_NAMES", "configurations", "done_rows", "append_row",
+           "ndm_donor", "run_configuration", "figure", "summary_table", "weak_table", "markdown", "add_arguments",
+           "run"]
+
 SCORES = ("rec", "intra", "inter", "asr")
 FIELDS = ["protocol", "backbone", "score", "seed", "n_unlabelled", "anomaly_rate", "auroc", "ap", "acc_val_threshold",
           "f1_val_threshold", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "wall_minutes",
           "threads", "command", "git_commit", "finished_at"]
+#: the columns that identify a row: a (configuration, score) with a row is not run again
+KEY = ("protocol", "backbone", "seed", "score")
 LOCK = threading.Lock()
 WEAK_K = (16, 2, 4, 8)  # the order they train in (WSCXR Table I's K values)
+BACKBONE_NAMES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U"}
 
 
 def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict]:
+    """The table's configurations (protocol, backbone, seed, pool), each with its ``tag`` (run folder name)."""
     runs = [dict(protocol="semi", backbone=b, seed=s, n_unlabelled=n_unlabelled, anomaly_rate=0.6)
             for b, s in (("ae", 0), ("ae", 1), ("ae", 2), ("memae", 0), ("aeu", 0))]
     if weak:
@@ -59,35 +65,16 @@ def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict
     return runs
 
 
-def public_path(data: str) -> str:
-    """The data argument as the CSV shows it: never a path of this machine (``PATH/<file name>``)."""
-    p = Path(data)
-    if not p.is_absolute() and not data.startswith(".."):
-        try:
-            (ROOT / p).resolve().relative_to(ROOT)
-            return data
-        except ValueError:
-            pass
-    return f"PATH/{p.name}"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "cxrlib"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
-
-
 def done_rows(csv_path: Path) -> set:
-    if not csv_path.exists():
+    """The :data:`KEY` of every row the CSV holds (as text)."""
+    if not Path(csv_path).exists():
         return set()
     with open(csv_path, newline="") as f:
-        return {(r["protocol"], r["backbone"], r["seed"], r["score"]) for r in csv.DictReader(f)}
+        return {tuple(r[k] for k in KEY) for r in csv.DictReader(f)}
 
 
 def append_row(csv_path: Path, row: dict) -> None:
+    """Append one row (the header first when the file is new), one writer at a time."""
     with LOCK:
         new = not csv_path.exists()
         csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,54 +85,52 @@ def append_row(csv_path: Path, row: dict) -> None:
             w.writerow(row)
 
 
-def run(cmd: list[str], log: Path) -> None:
-    with open(log, "a") as f:
-        f.write(f"\n$ {shlex.join(cmd)}\n")
-        f.flush()
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        raise RuntimeError(f"command failed ({rc}), see {log}: {shlex.join(cmd)}")
-
-
-def ndm_donor(r: dict, args) -> Path | None:
+def ndm_donor(r: dict, runs_dir: Path) -> Path | None:
     """A weak-protocol run's NDM is the same network for every K (the pool is all that changes): take it from
     the first run of the same seed whose NDM networks are finished, if any (``cxrlib train --ndm-from``)."""
     if not r["protocol"].startswith("weak"):
         return None
-    from cxrlib.methods.ddad.ddad import ndm_finished
+    from ..methods.ddad.ddad import ndm_finished
 
     for k in WEAK_K:
-        other = ROOT / args.runs_dir / f"weak_k{k}_{r['backbone']}_s{r['seed']}"
+        other = runs_dir / f"weak_k{k}_{r['backbone']}_s{r['seed']}"
         if other.name != r["tag"] and ndm_finished(other):
             return other
     return None
 
 
+def _run(argv: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        f.write(f"\n$ {B.display_command(argv)}\n")
+    B.run_command(argv, log)
+
+
 def run_configuration(r: dict, args, csv_path: Path) -> None:
-    finished = done_rows(csv_path)
-    todo = [k for k in SCORES if (r["protocol"], r["backbone"], str(r["seed"]), k) not in finished]
+    """Train (or resume) one configuration and append a row per score kind not yet in the CSV."""
+    todo = [k for k in SCORES if (r["protocol"], r["backbone"], str(r["seed"]), k) not in done_rows(csv_path)]
     if not todo:
         print(f"[{r['tag']}] all scores done, skipped", flush=True)
         return
-    commit = git_commit()  # the code the run trains with, even if the tree moves on while it trains
-    run_dir = ROOT / args.runs_dir / r["tag"]
-    log = ROOT / args.runs_dir / f"{r['tag']}.log"
+    commit = B.git_commit()  # the code the run trains with, even if the tree moves on while it trains
+    root = repo_root()
+    runs_dir = root / args.runs
+    run_dir = runs_dir / r["tag"]
+    log = runs_dir / f"{r['tag']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    py = sys.executable
-    train = [py, "-m", "cxrlib", "train", "--method", "ddad", "--profile", args.profile, "--data", args.data,
+    train = ["train", "--method", "ddad", "--profile", args.profile, "--data", args.data,
              "--seed", str(r["seed"]), "--backbone", r["backbone"], "--n-unlabelled", str(r["n_unlabelled"]),
-             "--anomaly-rate", str(r["anomaly_rate"]), "--out", str(run_dir.relative_to(ROOT)), "--no-progress",
+             "--anomaly-rate", str(r["anomaly_rate"]), "--out", str(run_dir.relative_to(root)), "--no-progress",
              "--threads", str(args.threads), *shlex.split(args.extra)]
-    donor = ndm_donor(r, args)
+    donor = ndm_donor(r, runs_dir)
     if donor is not None and not (run_dir / "model.pt").exists():
-        train += ["--ndm-from", str(donor.relative_to(ROOT))]
+        train += ["--ndm-from", str(donor.relative_to(root))]
     wall_file = run_dir / "wall_seconds.json"
     if not (run_dir / "model.pt").exists():
         resume = ["--resume"] if (run_dir / "udm0.pt").exists() else []
         print(f"[{r['tag']}] training{' (resumed)' if resume else ''}; log {log}", flush=True)
         t0 = time.time()
         try:
-            run(train + resume, log)
+            _run(train + resume, log)
         finally:
             prev = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,19 +138,18 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
         if not (run_dir / "model.pt").exists():
             raise RuntimeError(f"[{r['tag']}] training stopped before the end; see {log}")
     wall_minutes = json.loads(wall_file.read_text())["seconds"] / 60 if wall_file.exists() else float("nan")
-    out_dir = ROOT / "results" / "ddad_full"
+    out_dir = root / "results" / "ddad_full"
     for kind in todo:
-        run(train + ["--score", kind, "--resume"], log)  # re-finalise: same weights, this kind's threshold
+        _run(train + ["--score", kind, "--resume"], log)  # re-finalise: same weights, this kind's threshold
         out_csv = out_dir / f"{r['tag']}_{kind}.csv"
-        score = [py, "-m", "cxrlib", "score", "--checkpoint", str((run_dir / "model.pt").relative_to(ROOT)),
-                 "--data", args.data, "--split", "test", "--out", str(out_csv.relative_to(ROOT))]
-        run(score, log)
+        score = ["score", "--checkpoint", str((run_dir / "model.pt").relative_to(root)),
+                 "--data", args.data, "--split", "test", "--out", str(out_csv.relative_to(root))]
+        _run(score, log)
         res = json.loads(out_csv.with_suffix(".json").read_text())
         import torch
 
         ck = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
-        shown = lambda cmd: shlex.join(["python"] + [public_path(a) if a == args.data else a for a in cmd[1:]])  # noqa: E731
-        command = shown(train + ["--score", kind]) + " && " + shown(score)
+        command = B.display_command(train + ["--score", kind]) + " && " + B.display_command(score)
         append_row(csv_path, {
             "protocol": r["protocol"], "backbone": r["backbone"], "score": kind, "seed": r["seed"],
             "n_unlabelled": r["n_unlabelled"], "anomaly_rate": r["anomaly_rate"],
@@ -181,16 +165,15 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
         print(f"[{r['tag']}] {kind}: dev-test AUROC {res['auroc']:.4f} AP {res['ap']:.4f}", flush=True)
 
 
-def figure(csv_path: Path, fig_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figure(csv_path: Path, fig_path: Path) -> Path | None:
+    """AUROC per score kind and backbone, the weak protocol beside the paper, and the wall-clock hours per run
+    (``None`` without a CSV)."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    if not csv_path.exists():
+    if not Path(csv_path).exists():
         print("no results yet: no figure")
-        return
+        return None
     df = pd.read_csv(csv_path)
     weak = df[df.protocol.str.startswith("weak")]
     semi = df[~df.protocol.str.startswith("weak")]
@@ -230,14 +213,11 @@ def figure(csv_path: Path, fig_path: Path) -> None:
     b.set_xlabel("wall-clock hours per run (7 networks)")
     b.invert_yaxis()
     fig.tight_layout()
+    fig_path = Path(fig_path)
     fig_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_path, dpi=120)
     plt.close(fig)
-    print(f"figure -> {fig_path}")
-
-
-README_START, README_END = "<!-- ddad:start -->", "<!-- ddad:end -->"
-BACKBONE_NAMES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U"}
+    return fig_path
 
 
 def summary_table(csv_path: Path) -> str:
@@ -292,68 +272,39 @@ def weak_table(csv_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_section(csv_path: Path, display_path: str = "results/ddad_full.csv") -> str:
-    """The README's DDAD full-recipe block, generated from ``csv_path`` (never typed by hand)."""
-    import pandas as pd
-
-    df = pd.read_csv(csv_path)
-    commits = ", ".join(sorted(set(df.git_commit.astype(str))))
-    threads = ", ".join(str(t) for t in sorted(set(df.threads)))
-    return "\n".join([
-        README_START,
-        f"Development-test split 0 of `zhanglab128_train.npz`, the official recipe in the `cpu` profile (bf16 "
-        f"autocast, fp32 weights and scores), {threads} torch thread(s) per run; AUROC/AP/ACC/F1 in %, mean ± std "
-        f"over seeds, ACC/F1 at the validation threshold. Generated from [`{display_path}`]({display_path}) by "
-        f"`python scripts/run_ddad_full.py --report`; every row's commands are in the CSV (commits {commits}).",
-        "", summary_table(csv_path).rstrip("\n"), "", *weak_block(csv_path), README_END])
+def markdown(csv_path) -> str:
+    """The semi-supervised :func:`summary_table`, then (when the CSV has such rows) the :func:`weak_table`."""
+    return "\n".join(t for t in (summary_table(csv_path), weak_table(csv_path)) if t)
 
 
-def weak_block(csv_path: Path) -> list[str]:
-    table = weak_table(csv_path)
-    if not table:
-        return []
-    return ["WSCXR Table I's protocol: DDAD given K pneumonia images (no normals) as its unlabelled set "
-            "(`--n-unlabelled K --anomaly-rate 1`), the same development split, AE backbone; the NDM, trained on "
-            "the normals alone, is shared by the four K (`--ndm-from`). The paper gives one DDAD number per K and "
-            "does not say which score; its ACC/F1 use a test-tuned threshold and the official test split.",
-            "", table.rstrip("\n"), ""]
+def add_arguments(p) -> None:
+    """This table's options of ``python -m cxrlib benchmark --table ddad-full``."""
+    p.add_argument("--data", help="zhanglab128_train.npz (or any source the data layer reads)")
+    p.add_argument("--out", default="results/ddad_full.csv", help="CSV, relative to the repository root")
+    p.add_argument("--fig", default="figures/ddad_full.png")
+    p.add_argument("--runs", default="runs/ddad_full", help="run folders, relative to the repository root")
+    p.add_argument("--jobs", type=int, default=1, help="configurations trained at once (2 on a free 2-core CPU)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    p.add_argument("--weak", action="store_true", help="also WSCXR Table I's K = 2, 4, 8, 16 protocol")
+    p.add_argument("--weak-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--only", nargs="*", help="tags to run, e.g. semi_ae_s0")
+    p.add_argument("--profile", choices=PROFILES, default="cpu",
+                   help="cpu (default): the official recipe in bf16 mixed precision; full: the same in fp32; "
+                        "quick only for a smoke test")
+    p.add_argument("--n-unlabelled", type=int, default=700, help="pool size of the semi-supervised runs")
+    p.add_argument("--extra", default="", help="more train options (smoke tests only, e.g. '--epochs 1')")
+    p.add_argument("--report-only", action="store_true", help="only redraw the figure from the CSV")
 
 
-def write_report(csv_path: Path, fig_path: Path) -> None:
-    """The figure, and the results page (results/README.md), whose DDAD tables come from the CSV."""
-    figure(csv_path, fig_path)
-    if csv_path.exists():
-        from cxrlib.report import write_all
-
-        write_all(ROOT, figures=False)
-        print(f"results/README.md regenerated (its DDAD tables from {csv_path})")
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="zhanglab128_train.npz (or any source the data layer reads)")
-    ap.add_argument("--csv", default="results/ddad_full.csv")
-    ap.add_argument("--figure", default="figures/ddad_full.png")
-    ap.add_argument("--runs-dir", default="runs/ddad_full")
-    ap.add_argument("--jobs", type=int, default=1, help="configurations trained at once (2 on a free 2-core CPU)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per training process")
-    ap.add_argument("--weak", action="store_true", help="also WSCXR Table I's K = 2, 4, 8, 16 protocol")
-    ap.add_argument("--weak-seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--only", nargs="*", help="tags to run, e.g. semi_ae_s0")
-    ap.add_argument("--profile", default="cpu",
-                    help="cpu (default): the official recipe in bf16 mixed precision; full: the same in fp32; "
-                         "quick only for a smoke test")
-    ap.add_argument("--n-unlabelled", type=int, default=700, help="pool size of the semi-supervised runs")
-    ap.add_argument("--extra", default="", help="more train options (smoke tests only, e.g. '--epochs 1')")
-    ap.add_argument("--report", "--figure-only", action="store_true", dest="report",
-                    help="only redraw the figure and regenerate the README's DDAD block from the CSV")
-    args = ap.parse_args()
-    csv_path, fig_path = ROOT / args.csv, ROOT / args.figure
-    if args.report:
-        write_report(csv_path, fig_path)
+def run(args) -> int:
+    """Every configuration (``--jobs`` at a time); a failed one does not stop the others (exit status 1)."""
+    root = repo_root()
+    csv_path, fig_path = root / args.out, root / args.fig
+    if args.report_only:
+        print(f"figure -> {figure(csv_path, fig_path)}")
         return 0
     if not args.data:
-        ap.error("--data is required")
+        raise ValueError("pass --data PATH")
     runs = [r for r in configurations(args.weak, args.weak_seeds, args.n_unlabelled) if not args.only or r["tag"] in args.only]
     print(f"{len(runs)} configurations, {args.jobs} at a time, {args.threads} thread(s) each; rows -> {csv_path}",
           flush=True)
@@ -372,7 +323,3 @@ def main() -> int:
     for f in failures:
         print("failed:", f)
     return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

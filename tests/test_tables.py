@@ -1,0 +1,212 @@
+"""The results tables (cxrlib.tables): the registry, `python -m cxrlib benchmark --table NAME` dispatching to each
+table's runner, and each table's own logic on constructed CSVs: the CRTSC ablation design (its rows, their split
+between workers, rows copied from a finished run), the summaries of the CRTSC, DDAD and WSCXR tables."""
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from cxrlib import cli
+from cxrlib.tables import TABLES
+from cxrlib.tables import crtsc_ablation as C
+from cxrlib.tables import ddad_full as DD
+from cxrlib.tables import main_table
+from cxrlib.tables import wscxr as W
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_registry_covers_every_table_with_its_csv_and_key():
+    assert list(TABLES) == ["main", "localisation", "wscxr", "crtsc-ablation", "ddad-full"]
+    for name, t in TABLES.items():
+        assert t.name == name and callable(t.run) and callable(t.add_arguments) and callable(t.markdown)
+        assert t.key, name
+    # every table with a committed CSV: the CSV has the key columns, and the table's Markdown is on the results page
+    page = (ROOT / "results" / "README.md").read_text()
+    for name in ("main", "wscxr", "crtsc-ablation", "ddad-full"):
+        path = TABLES[name].csv_path(ROOT, "cpu")
+        with open(path, newline="") as f:
+            header = next(csv.reader(f))
+        assert set(TABLES[name].key) <= set(header), name
+        assert TABLES[name].markdown(path).rstrip("\n") in page, name
+    assert TABLES["localisation"].csv == TABLES["main"].csv  # one CSV, told apart by the data column
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_benchmark_table_dispatches_to_the_tables_runner(name, monkeypatch, capsys):
+    calls = []
+    for other in TABLES:  # every runner replaced: nothing trains, and only the named one may be called
+        monkeypatch.setitem(TABLES, other, TABLES[other].__class__(
+            **{**TABLES[other].__dict__, "run": lambda args, other=other: calls.append((other, args)) or 0}))
+    assert cli.main(["benchmark", "--table", name]) == 0
+    assert [c[0] for c in calls] == [name]
+    assert calls[0][1].table == name
+
+
+def test_each_table_parses_its_own_options_and_the_old_spelling_still_works(monkeypatch):
+    got = {}
+    monkeypatch.setattr(main_table.B, "run_table", lambda *a, **k: got.setdefault("tables", a[6]) and [])
+    monkeypatch.setattr(main_table.D, "resolve_data", lambda profile, data: "d.npz")
+    assert cli.main(["benchmark", "--profile", "quick", "--tables", "image", "localisation"]) == 0
+    assert got["tables"] == ["image", "localisation"]
+    got.clear()
+    assert cli.main(["benchmark", "--table", "localisation", "--profile", "quick"]) == 0
+    assert got["tables"] == ["localisation"]
+    args = cli.build_parser(table="wscxr").parse_args(["benchmark", "--table", "wscxr", "--weights", "imagenet"])
+    assert args.profile == "cpu" and args.seeds == [0, 1, 2] and args.weights == "imagenet"
+    args = cli.build_parser(table="ddad-full").parse_args(["benchmark", "--table", "ddad-full", "--weak", "--jobs", "2"])
+    assert args.weak and args.jobs == 2 and args.out == "results/ddad_full.csv"
+    with pytest.raises(SystemExit):  # another table's option
+        cli.build_parser(table="main").parse_args(["benchmark", "--weak"])
+
+
+def test_a_table_without_data_is_one_line_error(capsys):
+    assert cli.main(["benchmark", "--table", "crtsc-ablation"]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def _dry_run(tmp_path, shard: str, capsys) -> list[tuple[str, str]]:
+    """(row label, run folder) of every row the worker ``shard`` would run, with no CSV yet."""
+    capsys.readouterr()
+    assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "zhanglab128_train.npz", "--dry-run",
+                     "--shard", shard, "--out", str(tmp_path / "out")]) == 0
+    rows = []
+    for line in capsys.readouterr().out.splitlines():
+        label, cmd = line.split(": ", 1)
+        rows.append((label, re.search(r"--out (\S+)", cmd).group(1)))
+    return rows
+
+
+def test_design_rows_and_their_split_between_workers(tmp_path, capsys):
+    everything = _dry_run(tmp_path, "0/1", capsys)
+    assert len(everything) == C.DESIGN_ROWS == 24
+    assert len({run for _, run in everything}) == 22  # Table 5's T=24 and Table 6's 0.03 are Table 3's CRTSC seed 0
+    shards = [_dry_run(tmp_path, f"{i}/2", capsys) for i in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(everything)
+    runs = [{run for _, run in s} for s in shards]
+    assert not runs[0] & runs[1], "rows sharing a run folder must stay in one worker"
+    assert abs(len(runs[0]) - len(runs[1])) <= 1
+    assert not (tmp_path / "out").exists(), "a dry run writes nothing"
+
+
+def test_the_committed_ablation_rows_are_the_designs_commands():
+    from cxrlib.benchmark import display_command
+
+    design = {(r["table"], r["row"], str(r["seed"])): display_command(["train", *r["args"]]) +
+              f" --data PATH/zhanglab128_train.npz --out {r['run']}" for r in C.design()}
+    rows = list(csv.DictReader(open(ROOT / "results" / "crtsc_ablation" / "ablation.csv", newline="")))
+    assert len(rows) == len(design)
+    for r in rows:
+        assert r["command"] == design[(r["table"], r["row"], r["seed"])]
+
+
+@pytest.mark.parametrize("shard", ["2/2", "x/2", "0/0"])
+def test_bad_shard_is_refused(tmp_path, shard, capsys):
+    assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "d.npz", "--dry-run", "--shard", shard,
+                     "--out", str(tmp_path)]) == 2
+    assert "--shard must be i/n" in capsys.readouterr().err
+
+
+def test_ablation_summary_on_a_constructed_csv(tmp_path):
+    path = tmp_path / "a.csv"
+    rows = [["table3", "baseline (SQUID)", s, a, 0.5, 0.6, 0.7, 0.8, m, f"c{s}", "abc"]
+            for s, a, m in ((0, 0.70, 10.0), (1, 0.74, 12.0), (2, 0.78, 14.0))]
+    rows.insert(0, ["table3", "+KL", 0, 0.6, 0.6, 0.6, 0.6, 0.6, 10.0, "k", "abc"])
+    rows.append(["table5", "T=12", 0, 0.81, 0.82, 0.83, 0.84, 0.85, 11.0, "c", "def"])
+    rows.append(["table5", "T=8", 0, 0.8, 0.8, 0.8, 0.8, 0.8, 11.0, "c8", "def"])
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([C.COLUMNS, *rows])
+    s = C.summarize(path)
+    base = s[s["row"] == "baseline (SQUID)"].iloc[0]
+    assert base["auroc_mean"] == pytest.approx(0.74) and base["auroc_std"] == pytest.approx(0.04)  # sample std
+    assert base["seeds"] == "0, 1, 2" and base["train_minutes"] == pytest.approx(12.0)
+    assert base["paper_auroc_pct"] == 87.6  # SQUID Tab. 1, from cxrlib.paper_numbers
+    table = C.summary_table(path)
+    assert "| Table 3 (components) | baseline (SQUID) | 0, 1, 2 | 74.0 ± 4.0 | 50.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 12 | 87.6 |" in table
+    assert "| Table 5 (CRM reduction T) | T=12 | 0 | 81.0 | 82.0 | 83.0 | 84.0 | 11 |  |" in table  # one seed: no std
+    assert list(s["row"]) == ["baseline (SQUID)", "+KL", "T=8", "T=12"]  # the design's order, not the CSV's
+    assert C.paper_auroc("+CRM") == 88.98 and C.paper_auroc("+TSCC") == 87.93
+
+
+def test_a_row_of_an_already_finished_run_copies_its_numbers(tmp_path, capsys):
+    """Table 5's T=24 and Table 6's 0.03 are Table 3's CRTSC seed 0 run: no training, the row is copied."""
+    design = _dry_run(tmp_path, "0/1", capsys)
+    assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "zhanglab128_train.npz", "--dry-run",
+                     "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    out = tmp_path / "out"
+    out.mkdir()
+    rows, seen = [], set()
+    for i, line in enumerate(lines):
+        label, cmd = line.split(": ", 1)
+        table, row, seed = label.split(" / ")
+        if design[i][1] in seen:
+            continue  # the second row of a run: the runner must fill it
+        seen.add(design[i][1])
+        rows.append([table, row, seed.removeprefix("seed "), 0.5 + i / 100, 0.4, 0.3, 0.2, 0.1, 9.0, cmd, "abc"])
+    with open(out / "ablation.csv", "w", newline="") as f:
+        csv.writer(f).writerows([C.COLUMNS, *rows])
+    assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "zhanglab128_train.npz",
+                     "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("numbers copied") == 2
+    got = list(csv.DictReader(open(out / "ablation.csv")))
+    assert len(got) == 24
+    crtsc_s0 = next(r for r in got if r["table"] == "table3" and r["row"] == "all (CRTSC)" and r["seed"] == "0")
+    for table, row in (("table5", "T=24"), ("table6", "lambda_tscc=0.03")):
+        copy = next(r for r in got if r["table"] == table and r["row"] == row)
+        assert {k: copy[k] for k in C.COLUMNS[3:]} == {k: crtsc_s0[k] for k in C.COLUMNS[3:]}
+    assert (out / "summary.csv").exists() and (out / "crtsc_ablation.png").exists()
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_ddad_summary_table_on_a_constructed_csv(tmp_path):
+    rows = [dict(protocol="semi", backbone="ae", score="asr", seed=s, n_unlabelled=700, anomaly_rate=0.6,
+                 auroc=a, ap=0.5, acc_val_threshold=0.7, f1_val_threshold=0.8, acc_test_tuned=0.7, f1_test_tuned=0.8,
+                 val_auroc=0.9, train_minutes=m, wall_minutes=m, threads=1, command="c", git_commit="abc",
+                 finished_at="t") for s, a, m in ((0, 0.90, 60.0), (1, 0.94, 70.0))]
+    _write(tmp_path / "d.csv", rows)
+    table = DD.summary_table(tmp_path / "d.csv")
+    # mean 92.0, sample std of (90, 94) = 2.83
+    assert "| semi (pool 700, rate 0.6) | AE | asr | 0, 1 | 92.0 ± 2.8 | 50.0 ± 0.0 | 70.0 ± 0.0 | 80.0 ± 0.0 | 65 | 65 |" in table
+    assert DD.markdown(tmp_path / "d.csv") == table  # no weak rows: no second table
+
+
+def test_ddad_weak_table_sits_beside_the_paper_and_out_of_the_semi_table(tmp_path):
+    base = dict(backbone="ae", seed=0, anomaly_rate=1.0, ap=0.5, acc_val_threshold=0.6, f1_val_threshold=0.7,
+                acc_test_tuned=0.65, f1_test_tuned=0.75, val_auroc=0.9, train_minutes=50.0, wall_minutes=50.0,
+                threads=1, command="c", git_commit="abc", finished_at="t")
+    rows = [dict(base, protocol=f"weak_k{k}", n_unlabelled=k, score=kind, auroc=a)
+            for k in (2, 16) for kind, a in zip(DD.SCORES, (0.5, 0.6, 0.7, 0.8))]
+    rows.append(dict(base, protocol="semi", n_unlabelled=700, anomaly_rate=0.6, score="asr", auroc=0.9))
+    path = tmp_path / "d.csv"
+    _write(path, rows)
+    assert "weak" not in DD.summary_table(path)
+    table = DD.weak_table(path)
+    # K = 16's paper row: WSCXR Table I's DDAD, 75.9 / 70.0 / 74.4
+    assert "| 16 | 0 | 50.0 / 60.0 / 70.0 / 80.0 | 60.0 / 70.0 | 65.0 / 75.0 | 75.9 / 70.0 / 74.4 | 50 |" in table
+    assert table.index("| 2 |") < table.index("| 16 |")
+    md = DD.markdown(path)
+    assert md.index(DD.summary_table(path)) == 0 and table in md
+    assert DD.done_rows(path) == {(r["protocol"], "ae", "0", r["score"]) for r in rows}
+
+
+def test_wscxr_summary_and_its_split_version_on_a_constructed_csv(tmp_path):
+    from cxrlib.benchmark import write_rows
+    from cxrlib.data import SPLIT_VERSION
+
+    base = {c: "" for c in W.COLUMNS}
+    rows = [dict(base, table="k_shot", method="wscxr", k=2, mining=True, mixing=True, seed=s, auroc=a,
+                 split_version=SPLIT_VERSION) for s, a in ((0, 0.80), (1, 0.90))]
+    rows.append(dict(base, table="k_shot", method="wscxr", k=2, mining=True, mixing=True, seed=0, auroc=0.5,
+                     split_version=""))  # before the column existed: image-v1, not summarised with the others
+    write_rows(tmp_path / "w.csv", rows, W.COLUMNS)
+    assert [r["split_version"] for r in W.read_rows(tmp_path / "w.csv")] == [SPLIT_VERSION] * 2 + ["image-v1"]
+    # mean 85.0, sample std of (80, 90) = 7.07
+    assert "| k_shot | wscxr | 2 | True | True | 2 | 85.0 ± 7.1 |" in W.markdown(tmp_path / "w.csv")
