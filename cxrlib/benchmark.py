@@ -355,14 +355,15 @@ def read_rows(path) -> list[dict]:
     return rows
 
 
-def write_rows(path, rows: list[dict], columns: list[str] = METRICS_COLUMNS) -> None:
+def write_rows(path, rows: list[dict], columns: list[str] = METRICS_COLUMNS, float_format: str = ".6g") -> None:
     """Write ``rows`` atomically with the ``columns`` header (default :data:`METRICS_COLUMNS`; the other tables
-    of :mod:`cxrlib.tables` pass their own), numbers to 6 significant digits."""
+    of :mod:`cxrlib.tables` pass their own), floats as ``format(v, float_format)`` (default 6 significant
+    digits); text cells (rows read back from a CSV) are written as they are."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
+        w.writerow({k: (format(r[k], float_format) if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
@@ -371,10 +372,14 @@ def _key(r: dict) -> tuple:
             r.get("split_version", LEGACY_DEFAULTS["split_version"]))
 
 
-def upsert(rows: list[dict], new: dict) -> list[dict]:
-    """``rows`` with ``new`` replacing any row of the same (method, variant, seed, split seed, data, profile,
-    split version)."""
-    return [r for r in rows if _key(r) != _key(new)] + [new]
+def upsert(rows: list[dict], new: dict, key: tuple[str, ...] | None = None) -> list[dict]:
+    """``rows`` with ``new`` appended in place of any row of the same key: by default (method, variant, seed,
+    split seed, data, profile, split version), the metrics CSV's; with ``key``, those columns compared as text
+    (so a row read back from a CSV matches the same row made in memory)."""
+    if key is None:
+        return [r for r in rows if _key(r) != _key(new)] + [new]
+    same = tuple(str(new[k]) for k in key)
+    return [r for r in rows if tuple(str(r[k]) for k in key) != same] + [new]
 
 
 def merge_row(path, new: dict) -> list[dict]:
