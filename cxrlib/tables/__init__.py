@@ -12,6 +12,8 @@ name               CSV                                    what it holds
 ``wscxr``          ``results/wscxr_<profile>.csv``        WSCXR's K-shot table and mining × mixing ablation
 ``crtsc-ablation`` ``results/crtsc_ablation/ablation.csv`` CRTSC's Tables 3, 5 and 6
 ``ddad-full``      ``results/ddad_full.csv``              DDAD-ASR with the full official recipe
+``squid-levers``   ``results/cpu/squid_levers.csv``       issue #23's lever study: SQUID-family configurations
+                   (and ``squid_levers_curves.csv``)      on the ``cpu`` budget, per epoch curves beside it
 =================  =====================================  ======================================================
 
 This package sits above :mod:`cxrlib.benchmark` and the methods and below :mod:`cxrlib.report` and
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import crtsc_ablation, ddad_full, main_table, wscxr
+from . import crtsc_ablation, ddad_full, main_table, squid_levers, wscxr
 
 __all__ = ["Table", "TABLES", "table_names"]
 
@@ -71,6 +73,8 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("ddad-full", "DDAD-ASR with the full official recipe", "results/ddad_full.csv", ddad_full.KEY,
           ddad_full.add_arguments, ddad_full.run, ddad_full.markdown,
           lambda csv, fig_dir, profile: [ddad_full.figure(csv, Path(fig_dir) / "ddad_full.png")]),
+    Table("squid-levers", "issue #23's SQUID-family lever study", "results/{profile}/squid_levers.csv",
+          squid_levers.KEY, squid_levers.add_arguments, squid_levers.run, squid_levers.markdown, squid_levers.draw),
 ]}
 
 
