@@ -17,12 +17,14 @@ from pathlib import Path
 from . import benchmark as B
 from .data import SPLIT_VERSION
 from .tables import TABLES
+from .tables import squid_levers as SL
 from .tables import wscxr as W
 from .tables.main_table import FIGURES
 from .utils import repo_root
 
 __all__ = ["export_curves", "read_curves", "README_BLOCK_START", "README_BLOCK_END", "PAGE", "results_page", "readme_block",
-           "official_test_markdown", "write_all"]
+           "official_test_markdown", "issue23_section", "sharpness_markdown", "fidelity_markdown", "DIAGNOSTICS",
+           "write_all"]
 
 README_BLOCK_START, README_BLOCK_END = "<!-- summary:start -->", "<!-- summary:end -->"
 #: the generated page, relative to the repository root
@@ -141,6 +143,95 @@ def _curves_section(root: Path, profile: str) -> list[str]:
             _curve_reading(curves), "", f"![validation curves](../figures/results_{profile}_val_curves.png)", ""]
 
 
+#: issue #23's diagnostics, relative to ``results/<profile>/``: (file, the script that writes it)
+DIAGNOSTICS = {"sharpness_confound": ("diagnostics/sharpness_confound.csv",
+                                      "python scripts/sharpness_confound.py --data PATH/zhanglab128_train.npz"),
+               "score_vs_fidelity": ("diagnostics/score_vs_fidelity.csv",
+                                     "python scripts/score_vs_fidelity.py RUN_DIR --data PATH/zhanglab128_train.npz "
+                                     "--last")}
+
+
+def _read_text_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def sharpness_markdown(path) -> str:
+    """``sharpness_confound.csv`` as a table: per image size, split and part, the class counts and the AUROC (%,
+    pneumonia = positive) of each image statistic."""
+    stats = ("laplacian_energy", "blur_residual", "mean_intensity", "intensity_std")
+    lines = ["| size | split | part | normal | pneumonia | " + " | ".join(f"AUROC of {s}" for s in stats) + " |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in stats) + " |"]
+    for r in _read_text_rows(path):
+        lines.append(f"| {r['size']} | {r['split_seed']} | {r['part']} | {r['n_normal']} | {r['n_pneumonia']} | "
+                     + " | ".join(f"{100 * float(r['auroc_' + s]):.1f}" for s in stats) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fidelity_markdown(path) -> str:
+    """``score_vs_fidelity.csv`` as a table: per run and checkpoint, the mean reconstruction error per class, the
+    AUROC (%) of that error and of the run's score, and Spearman's correlation of the two."""
+    lines = ["| run | checkpoint | epoch | validation images | recon. error, normal | recon. error, pneumonia | "
+             "AUROC of recon. error | AUROC of score | Spearman (score, error) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in _read_text_rows(path):
+        lines.append(f"| {r['run']} | {r['checkpoint']} | {r['epoch']} | {r['n_val']} | "
+                     f"{float(r['recon_err_normal']):.4f} | {float(r['recon_err_pneumonia']):.4f} | "
+                     f"{100 * float(r['auroc_recon_err']):.1f} | {100 * float(r['auroc_score']):.1f} | "
+                     f"{float(r['spearman_score_vs_err']):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _split_versions(path) -> str:
+    return ", ".join(f"`{v}`" for v in sorted({r.get("split_version", "") for r in _read_text_rows(path)} - {""}))
+
+
+def issue23_section(root, profile: str) -> list[str]:
+    """The results page's section on issue #23 (why the SQUID family does not learn at the ``cpu`` budget): the
+    lever table (:mod:`cxrlib.tables.squid_levers`) and its figure, the sharpness check and the score-vs-fidelity
+    check, each only when its CSV exists; no section when none does. Lines of Markdown."""
+    root = Path(root)
+    levers = TABLES["squid-levers"]
+    lever_csv = levers.csv_path(root, profile)
+    parts: list[str] = []
+    if lever_csv.exists():
+        rows = SL.read_csv(lever_csv)
+        rel = lever_csv.relative_to(root / "results").as_posix()
+        curves_rel = SL.curves_path(lever_csv).relative_to(root / "results").as_posix()
+        epochs = sorted({r["epochs"] for r in rows}, key=int)
+        seeds = sorted({r["seed"] for r in rows}, key=int)
+        command = (f"python -m cxrlib benchmark --table squid-levers --data PATH/zhanglab128_train.npz --methods "
+                   f"{' '.join(dict.fromkeys(r['method'] for r in rows))} --levers LEVER ... --seeds {' '.join(seeds)}"
+                   + (f" --epochs {epochs[0]}" if len(epochs) == 1 else ""))
+        parts += ["### The lever study", "",
+                  f"Each lever is a set of overrides of the `{SL.PROFILE}` profile's SQUID-family configuration "
+                  f"(`LEVERS` in `cxrlib/tables/squid_levers.py`), trained per seed on the development split; one line "
+                  f"per method, lever, split and epochs, AUROCs in % (mean ± std over seeds; the two diagnostic columns "
+                  f"are means over seeds, from the curves CSV). `{command}`. Rows: [`results/{rel}`]({rel}), "
+                  f"curves: [`results/{curves_rel}`]({curves_rel}) (commits {_commits(rows)}).", "",
+                  levers.markdown(lever_csv).rstrip("\n"), "",
+                  f"![validation AUROC per epoch per lever](../figures/squid_levers_{profile}.png)", ""]
+    sharp = root / "results" / profile / DIAGNOSTICS["sharpness_confound"][0]
+    if sharp.exists():
+        rel = sharp.relative_to(root / "results").as_posix()
+        parts += ["### Image sharpness and intensity against the label", "",
+                  f"AUROC (pneumonia = positive) of four image statistics that use no model, on the validation and "
+                  f"development-test images of each split and image size (split version {_split_versions(sharp)}). "
+                  f"`{DIAGNOSTICS['sharpness_confound'][1]}`. Rows: [`results/{rel}`]({rel}).", "",
+                  sharpness_markdown(sharp).rstrip("\n"), ""]
+    fidelity = root / "results" / profile / DIAGNOSTICS["score_vs_fidelity"][0]
+    if fidelity.exists():
+        rel = fidelity.relative_to(root / "results").as_posix()
+        parts += ["### Score against reconstruction fidelity", "",
+                  f"Per SQUID-family run and checkpoint (kept and last epoch), on the validation images (split version "
+                  f"{_split_versions(fidelity)}): the mean reconstruction error per class, the AUROC of that error and "
+                  f"of the run's score, and their Spearman correlation. `{DIAGNOSTICS['score_vs_fidelity'][1]}`. "
+                  f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), ""]
+    if not parts:
+        return []
+    return ["## Issue #23: why the SQUID family does not learn at the cpu budget", "", *parts]
+
+
 def results_page(root=None, profile: str = "cpu") -> str:
     """The whole of ``results/README.md``."""
     root = Path(root or repo_root())
@@ -169,6 +260,7 @@ def results_page(root=None, profile: str = "cpu") -> str:
         B.ranking_markdown(summary), "", B.protocol_markdown(img, profile), "",
         *[f"![{what}](../figures/results_{profile}_{name}.png)\n" for name, what in FIGURES],
         *_curves_section(root, profile),
+        *issue23_section(root, profile),
         "## What moved with the patient-disjoint split", "",
         "The first development split (`image-v1`) drew images, not patients: a child's other X-ray could sit in "
         "training while one of theirs was tested, validation held 101 + 101 images, and DDAD's unlabelled pool and "
@@ -258,4 +350,6 @@ def write_all(root=None, profile: str = "cpu", figures: bool = True) -> list[Pat
                                              title=f"validation AUROC per epoch ({profile} profile, split 0)")
             written.append(viz.save_figure(fig, f"results_{profile}_val_curves.png", root / "figures"))
             plt.close(fig)
+        levers = TABLES["squid-levers"]
+        written += levers.draw(levers.csv_path(root, profile), root / "figures", profile)
     return written

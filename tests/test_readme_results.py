@@ -32,7 +32,8 @@ def test_readme_is_a_front_door():
 
 def test_results_page_shows_every_table_and_only_the_current_split_in_the_main_table():
     page = (ROOT / R.PAGE).read_text()
-    main = page[page.index("## The main table"):page.index("## What moved")]
+    end = page.index("## Issue #23") if "## Issue #23" in page else page.index("## What moved")
+    main = page[page.index("## The main table"):end]
     rows = B.current_rows(B.image_rows(B.read_rows(ROOT / "results/cpu/metrics.csv")))
     assert B.summary_markdown(B.summarize(rows), B.paper_auroc_text()).rstrip("\n") in main
     assert "image-v1" not in main.split("| --- |")[-1]
@@ -58,3 +59,32 @@ def test_validation_curves_round_trip(tmp_path):
     curves = R.read_curves(tmp_path / "curves")
     assert curves == {"squid_s0": ([1, 2, 3], [0.6, 0.4, 0.7], 3)}
     assert "kept epoch 3 of 3 (validation 0.70), last epoch 0.70, 1 of 3 epochs below chance" in R._curve_reading(curves)
+
+
+def test_issue23_section_shows_what_exists(tmp_path):
+    import csv as csv_
+
+    from cxrlib.tables import TABLES
+
+    assert R.issue23_section(tmp_path, "cpu") == []  # no CSV: no section
+    diag = tmp_path / "results" / "cpu" / "diagnostics"
+    diag.mkdir(parents=True)
+    with open(diag / "sharpness_confound.csv", "w", newline="") as f:
+        w = csv_.writer(f)
+        w.writerow(["size", "split_seed", "part", "n_normal", "n_pneumonia", "auroc_laplacian_energy",
+                    "auroc_blur_residual", "auroc_mean_intensity", "auroc_intensity_std", "split_version"])
+        w.writerow([64, 0, "val", 201, 337, 0.091, 0.1389, 0.5458, 0.3144, "patient-v2"])
+    section = "\n".join(R.issue23_section(tmp_path, "cpu"))
+    assert section.startswith("## Issue #23: why the SQUID family does not learn at the cpu budget")
+    assert "| 64 | 0 | val | 201 | 337 | 9.1 | 13.9 | 54.6 | 31.4 |" in section
+    assert "python scripts/sharpness_confound.py --data PATH/zhanglab128_train.npz" in section
+    assert "lever" not in section and "score_vs_fidelity" not in section
+    levers = TABLES["squid-levers"].csv_path(tmp_path, "cpu")
+    levers.write_text("method,lever,seed,split_seed,epochs,kept_epoch,val_auroc_kept,test_auroc_kept,val_auroc_last,"
+                      "test_auroc_last,train_minutes,threads,split_version,commit,overrides\n"
+                      "squid,bf16,0,0,12,3,0.6,0.7,0.5,0.4,9.0,1,patient-v2,abc,{}\n")
+    section = "\n".join(R.issue23_section(tmp_path, "cpu"))
+    assert TABLES["squid-levers"].markdown(levers).rstrip("\n") in section
+    assert "--table squid-levers" in section and "(cpu/squid_levers.csv)" in section
+    assert "(cpu/squid_levers_curves.csv)" in section and "../figures/squid_levers_cpu.png" in section
+    assert section.index("lever") < section.index("sharpness")
