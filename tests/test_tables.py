@@ -1,6 +1,7 @@
 """The results tables (cxrlib.tables): the registry, `python -m cxrlib benchmark --table NAME` dispatching to each
 table's runner, and each table's own logic on constructed CSVs: the CRTSC ablation design (its rows, their split
-between workers, rows copied from a finished run), the summaries of the CRTSC, DDAD and WSCXR tables."""
+between workers, rows copied from a finished run), the summaries of the CRTSC, DDAD and WSCXR tables, and the SQUID
+lever study's options, resumable loop (its CSVs' format), Markdown, figure and script wrapper."""
 import csv
 import re
 from pathlib import Path
@@ -12,13 +13,14 @@ from cxrlib.tables import TABLES
 from cxrlib.tables import crtsc_ablation as C
 from cxrlib.tables import ddad_full as DD
 from cxrlib.tables import main_table
+from cxrlib.tables import squid_levers as SL
 from cxrlib.tables import wscxr as W
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_registry_covers_every_table_with_its_csv_and_key():
-    assert list(TABLES) == ["main", "localisation", "wscxr", "crtsc-ablation", "ddad-full"]
+    assert list(TABLES) == ["main", "localisation", "wscxr", "crtsc-ablation", "ddad-full", "squid-levers"]
     for name, t in TABLES.items():
         assert t.name == name and callable(t.run) and callable(t.add_arguments) and callable(t.markdown)
         assert t.key, name
@@ -210,3 +212,119 @@ def test_wscxr_summary_and_its_split_version_on_a_constructed_csv(tmp_path):
     assert [r["split_version"] for r in W.read_rows(tmp_path / "w.csv")] == [SPLIT_VERSION] * 2 + ["image-v1"]
     # mean 85.0, sample std of (80, 90) = 7.07
     assert "| k_shot | wscxr | 2 | True | True | 2 | 85.0 ± 7.1 |" in W.markdown(tmp_path / "w.csv")
+
+
+def test_squid_levers_options_parse():
+    p = cli.build_parser(table="squid-levers")
+    args = p.parse_args(["benchmark", "--table", "squid-levers", "--data", "d.npz", "--methods", "squid", "simsid",
+                         "--levers", "cpu", "bf16", "--seeds", "0", "1", "2", "--epochs", "12", "--split-seed", "1",
+                         "--runs", "r", "--out", "o.csv"])
+    assert (args.data, args.methods, args.levers, args.seeds, args.epochs, args.split_seed) == (
+        "d.npz", ["squid", "simsid"], ["cpu", "bf16"], [0, 1, 2], 12, 1)
+    assert args.runs == Path("r") and args.out == Path("o.csv")
+    args = p.parse_args(["benchmark", "--table", "squid-levers"])
+    assert (args.methods, args.levers, args.seeds, args.split_seed, args.epochs, args.runs, args.out) == (
+        ["squid"], ["cpu"], [0], 0, None, None, None)
+    with pytest.raises(SystemExit):  # a lever LEVERS does not define
+        p.parse_args(["benchmark", "--table", "squid-levers", "--levers", "no_such_lever"])
+
+
+def test_squid_levers_without_data_is_one_line_error(capsys):
+    assert cli.main(["benchmark", "--table", "squid-levers"]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def _fake_lever(calls):
+    def run_lever(method, lever, seed, split_seed, data, epochs, out_root, log=print):
+        calls.append((method, lever, seed, split_seed, epochs))
+        row = {"method": method, "lever": lever, "seed": seed, "split_seed": split_seed, "epochs": epochs,
+               "kept_epoch": 2, "val_auroc_kept": 0.6, "test_auroc_kept": 0.55 + seed / 100, "val_auroc_last": 0.5,
+               "test_auroc_last": 0.123456, "train_minutes": 1.0, "threads": 1, "split_version": "patient-v2",
+               "commit": "abc", "overrides": "{}"}
+        curve = [{"method": method, "lever": lever, "seed": seed, "split_seed": split_seed, "epoch": e,
+                  "val_auroc": 0.5, "val_auroc_recon_err": 0.4, "val_auroc_d_real": 0.3, "d": 0.1, "recon": 0.2,
+                  "seconds": 9.87654} for e in range(1, epochs + 1)]
+        return row, curve
+    return run_lever
+
+
+def test_squid_levers_loop_writes_the_studys_csvs_and_resumes(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(SL, "run_lever", _fake_lever(calls))
+    out = tmp_path / "squid_levers.csv"
+    argv = lambda *seeds: ["benchmark", "--table", "squid-levers", "--data", "d.npz", "--levers", "cpu", "bf16",  # noqa: E731
+                           "--seeds", *seeds, "--epochs", "3", "--out", str(out)]
+    assert cli.main(argv("0", "1")) == 0
+    assert calls == [("squid", lever, seed, 0, 3) for lever in ("cpu", "bf16") for seed in (0, 1)]
+    lines = out.read_text().splitlines()
+    assert lines[0] == ",".join(SL.ROW_COLUMNS) and len(lines) == 5
+    assert lines[1] == "squid,cpu,0,0,3,2,0.6000,0.5500,0.5000,0.1235,1.0000,1,patient-v2,abc,{}"
+    curves = (tmp_path / "squid_levers_curves.csv").read_text().splitlines()
+    assert curves[0] == ",".join(SL.CURVE_COLUMNS) and len(curves) == 1 + 4 * 3
+    assert curves[1] == "squid,cpu,0,0,1,0.5000,0.4000,0.3000,0.1000,0.2000,9.8765"
+    calls.clear()  # a second run finds every row done; a new seed is the only one trained, and nothing is lost
+    assert cli.main(argv("0", "1", "2")) == 0
+    assert calls == [("squid", "cpu", 2, 0, 3), ("squid", "bf16", 2, 0, 3)]
+    assert len(out.read_text().splitlines()) == 7 and lines[1] in out.read_text()
+
+
+def _write_lever_csvs(tmp_path, split_version="patient-v2"):
+    from cxrlib.benchmark import write_rows
+
+    rows, curves = [], []
+    # bf16 before cpu in the file: the table follows LEVERS' order (cpu first)
+    for lever, kept, tk, tl, vl in (("bf16", (3, 1, 12), (0.70, 0.74, 0.78), (0.50, 0.60, 0.70), (0.4, 0.5, 0.6)),
+                                    ("cpu", (5, 5, 6), (0.60, 0.60, 0.60), (0.45, 0.45, 0.45), (0.3, 0.3, 0.3))):
+        for seed in (2, 0, 1):  # seeds out of order: kept epochs are listed by seed
+            rows.append({"method": "squid", "lever": lever, "seed": seed, "split_seed": 0, "epochs": 12,
+                         "kept_epoch": kept[seed], "val_auroc_kept": 0.6, "test_auroc_kept": tk[seed],
+                         "val_auroc_last": vl[seed], "test_auroc_last": tl[seed], "train_minutes": 10.0 + seed,
+                         "threads": 1, "split_version": split_version, "commit": "abc", "overrides": "{}"})
+            for e in range(1, 13):
+                curves.append({"method": "squid", "lever": lever, "seed": seed, "split_seed": 0, "epoch": e,
+                               "val_auroc": 0.5 + 0.01 * e, "val_auroc_recon_err": 0.6 + 0.1 * seed if e == 12 else 0.0,
+                               "val_auroc_d_real": 0.2 if e == 12 else 0.9, "d": 0.0, "recon": 0.0, "seconds": 1.0})
+    path = tmp_path / "squid_levers.csv"
+    write_rows(path, rows, SL.ROW_COLUMNS, float_format=".4f")
+    write_rows(SL.curves_path(path), curves, SL.CURVE_COLUMNS, float_format=".4f")
+    return path
+
+
+def test_squid_levers_markdown_on_a_constructed_csv_pair(tmp_path):
+    path = _write_lever_csvs(tmp_path)
+    table = SL.markdown(path)
+    lines = table.splitlines()
+    assert len(lines) == 4 and "| cpu |" in lines[2] and "| bf16 |" in lines[3]
+    # bf16: kept-checkpoint test AUROC mean 74.0, sample std 4.0; last epoch 60.0 ± 10.0; validation, last epoch
+    # 50.0 ± 10.0; last epoch's recon-error AUROC mean of (0.6, 0.7, 0.8) = 70.0 and -D(x) 20.0 (the curves' epoch
+    # 12, not the others); 11.0 training minutes on average
+    assert lines[3] == ("| squid | bf16 | 0 | 12 | 0, 1, 2 | 3, 1, 12 | 74.0 ± 4.0 | 60.0 ± 10.0 | 50.0 ± 10.0 | "
+                        "70.0 | 20.0 | 11.0 | 1 |")
+    assert lines[2] == ("| squid | cpu | 0 | 12 | 0, 1, 2 | 5, 5, 6 | 60.0 ± 0.0 | 45.0 ± 0.0 | 30.0 ± 0.0 | "
+                        "70.0 | 20.0 | 11.0 | 1 |")
+    SL.curves_path(path).unlink()  # no curves: the diagnostic columns are blank, the rest stays
+    assert "| 74.0 ± 4.0 | 60.0 ± 10.0 | 50.0 ± 10.0 | – | – | 11.0 | 1 |" in SL.markdown(path)
+
+
+def test_squid_levers_figure(tmp_path):
+    path = _write_lever_csvs(tmp_path)
+    [fig] = SL.draw(path, tmp_path / "figures", "cpu")
+    assert fig == tmp_path / "figures" / "squid_levers_cpu.png" and fig.stat().st_size > 0
+    assert SL.draw(tmp_path / "missing.csv", tmp_path / "figures", "cpu") == []
+
+
+def test_the_squid_levers_script_is_a_wrapper_of_the_table(monkeypatch):
+    import runpy
+    import sys
+
+    calls = []
+    monkeypatch.setitem(TABLES, "squid-levers", TABLES["squid-levers"].__class__(
+        **{**TABLES["squid-levers"].__dict__, "run": lambda args: calls.append(args) or 0}))
+    script = ROOT / "scripts" / "squid_levers.py"
+    assert len(script.read_text().splitlines()) <= 15
+    monkeypatch.setattr(sys, "argv", [str(script), "--data", "d.npz", "--levers", "cpu", "bf16", "--seeds", "0", "1"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_.value.code == 0
+    assert [(a.table, a.data, a.levers, a.seeds) for a in calls] == [("squid-levers", "d.npz", ["cpu", "bf16"], [0, 1])]
+    assert runpy.run_path(str(script))["LEVERS"] is SL.LEVERS  # one definition of the levers
