@@ -2,8 +2,10 @@
 
 One pipeline for every table of :data:`cxrlib.tables.TABLES` (each made by ``python -m cxrlib benchmark --table
 NAME``): the main table and its localisation rows (``results/<profile>/metrics.csv``), the WSCXR K-shot and
-ablation rows (``results/wscxr_<profile>.csv``), the CRTSC ablation (``results/crtsc_ablation/ablation.csv``) and
-the DDAD full recipe (``results/ddad_full.csv``). Nothing here trains; every number on the page is computed from
+ablation rows (``results/wscxr_<profile>.csv``), the CRTSC ablation (``results/crtsc_ablation/ablation.csv``),
+the DDAD full recipe (``results/ddad_full.csv``), and, in the section on issue #23 (:func:`issue23_section`), the
+SQUID-family lever study (``results/cpu/squid_levers.csv``) with the two diagnostics under
+``results/cpu/diagnostics/``. Nothing here trains; every number on the page is computed from
 those files by the tables' own Markdown functions, and ``tests/test_readme_results.py`` fails when the committed
 page or README block differs from what they make of the committed CSVs.
 
