@@ -46,6 +46,10 @@ LEVERS: dict[str, dict] = {
     "size_128_bf16": dict(image_size=128, precision="bf16", channels_last=True),
     "lr_1e-3": dict(lr=1e-3, eta_min=1e-4),
     "d_lr_1e-5": dict(d_lr=1e-5),
+    # every decoder level without the encoder skip: the image can only come back through the memories
+    "no_skips": dict(decoder_ops=("none", "none", "none", "none")),
+    "no_skips_no_shortcut": dict(decoder_ops=("none", "none", "none", "none"), inpaint_mask_ratio=1.0,
+                                 decoder_memory_mask_ratio=1.0),
 }
 
 ROW_COLUMNS = ["method", "lever", "seed", "split_seed", "epochs", "kept_epoch", "val_auroc_kept", "test_auroc_kept",
