@@ -46,6 +46,10 @@ LEVERS: dict[str, dict] = {
     "size_128_bf16": dict(image_size=128, precision="bf16", channels_last=True),
     "lr_1e-3": dict(lr=1e-3, eta_min=1e-4),
     "d_lr_1e-5": dict(d_lr=1e-5),
+    # a weaker critic / a stronger adversarial pull: keep reconstructions near D's decision boundary, where
+    # its ordering of them is trained (a saturated D ranks samples deep in the "fake" region arbitrarily)
+    "g_w_0.05": dict(g_w=0.05),
+    "d_lr_1e-5_g_w_0.05": dict(d_lr=1e-5, g_w=0.05),
     # every decoder level without the encoder skip: the image can only come back through the memories
     "no_skips": dict(decoder_ops=("none", "none", "none", "none")),
     "no_skips_no_shortcut": dict(decoder_ops=("none", "none", "none", "none"), inpaint_mask_ratio=1.0,
