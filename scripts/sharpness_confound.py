@@ -7,7 +7,7 @@ For each development split and image size, on the validation and development-tes
 * ``laplacian_energy``: mean absolute Laplacian, a measure of fine detail (sharpness);
 * ``blur_residual``: mean squared difference between the image and its Gaussian blur (sigma 1.5 px), the
   error of an ideal "blurry reconstruction";
-* ``mean_intensity`` and ``intensity_std``.
+* ``mean_intensity`` and ``intensity_std`` (all four from :mod:`cxrlib.image_stats`).
 
 An AUROC far from 0.5 means the classes differ in that statistic. A reconstruction model that blurs will then
 reconstruct the class with less detail *better*, whatever it learned about anatomy, and a discriminator
@@ -23,21 +23,13 @@ import csv
 import sys
 from pathlib import Path
 
-import numpy as np
-from scipy.ndimage import gaussian_filter, laplace
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cxrlib import data as D  # noqa: E402
 from cxrlib import metrics as M  # noqa: E402
+from cxrlib.image_stats import IMAGE_STATISTICS as STATISTICS  # noqa: E402
 
-STATISTICS = {
-    "laplacian_energy": lambda a: np.abs(laplace(a)).mean(),
-    "blur_residual": lambda a: ((a - gaussian_filter(a, 1.5)) ** 2).mean(),
-    "mean_intensity": lambda a: a.mean(),
-    "intensity_std": lambda a: a.std(),
-}
 COLUMNS = ["size", "split_seed", "part", "n_normal", "n_pneumonia", *[f"auroc_{k}" for k in STATISTICS],
            "split_version"]
 
@@ -50,11 +42,11 @@ def confound_rows(data, sizes=(64, 128), split_seeds=(0, 1)) -> list[dict]:
             split = D.unsupervised_protocol(ds, seed=split_seed)
             for part in ("val", "test"):
                 idx = getattr(split, part)
-                x, y = ds.as_float(idx)[:, 0].astype(np.float64), ds.labels[idx]
+                x, y = ds.images[idx], ds.labels[idx]
                 row = {"size": size, "split_seed": split_seed, "part": part, "n_normal": int((y == 0).sum()),
                        "n_pneumonia": int((y == 1).sum()), "split_version": D.SPLIT_VERSION}
                 for name, stat in STATISTICS.items():
-                    row[f"auroc_{name}"] = round(M.auroc(y, np.array([stat(a) for a in x])), 4)
+                    row[f"auroc_{name}"] = round(M.auroc(y, stat(x)), 4)
                 rows.append(row)
     return rows
 
