@@ -28,16 +28,23 @@ class ScoreModel(nn.Module):
         return -self.disc(self.gen(to_model_range(x01, self.normalize), with_teacher=False)["recon"])
 
 
-def discriminator_cam_layer(disc: nn.Module, min_side: int = 8) -> nn.Conv2d:
-    """The last convolution of ``disc.features`` whose output is at least ``min_side`` pixels wide
-    (the final 2×2 or 4×4 map is too coarse to localise anything)."""
-    convs, side = [], disc.image_size
-    for m in disc.features:
+def discriminator_cam_layer(disc: nn.Module, min_side: int = 8) -> nn.Module:
+    """The output (activation) of the last block of ``disc.features`` whose map is at least ``min_side`` pixels
+    wide (the final 2×2 or 4×4 map is too coarse to localise anything).
+
+    The block's activation, not its convolution: at scoring the discriminator's BatchNorm normalises each image
+    by its own statistics (``eval_norm="per_image"``, the official behaviour), which makes the score blind to a
+    constant added to a channel of the convolution's output, so the gradient there has zero spatial mean and
+    Grad-CAM's channel weights (its Eq. 1) would all vanish."""
+    layers, side, chosen, first = list(disc.features), disc.image_size, None, None
+    for i, m in enumerate(layers):
         if isinstance(m, nn.Conv2d):
             side = (side - 1) // 2 + 1
-            convs.append((m, side))
-    fine = [m for m, s in convs if s >= min_side]
-    return fine[-1] if fine else convs[0][0]
+            act = next(a for a in layers[i + 1:] if isinstance(a, nn.LeakyReLU))
+            first = first or act
+            if side >= min_side:
+                chosen = act
+    return chosen or first
 
 
 def discriminator_gradcam(scorer, images, layer: nn.Module | None = None, batch_size: int = 16) -> np.ndarray:

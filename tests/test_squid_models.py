@@ -492,3 +492,46 @@ def test_bf16_training_step_keeps_fp32_state_and_tracks_fp32(channels_last):
 def test_precision_is_validated():
     with pytest.raises(ValueError, match="precision"):
         small("squid", precision="fp16")
+
+
+def test_discriminator_eval_norm_per_image_is_the_official_batch_of_one_train_mode():
+    """The official code scores one image at a time with the discriminator in train mode; eval_norm='per_image'
+    gives those logits for a whole batch, without touching the running statistics."""
+    import copy
+
+    torch.manual_seed(0)
+    disc = SquidDiscriminator(image_size=64)
+    x = torch.rand(8, 1, 64, 64)
+    disc.train()
+    for _ in range(3):  # give the running statistics values far from any one image's
+        disc(x * 0.3)
+    running = copy.deepcopy(disc.state_dict())
+    official = copy.deepcopy(disc).train()
+    with torch.no_grad():
+        expected = torch.cat([official(x[i:i + 1]) for i in range(len(x))])
+        disc.eval()
+        got = disc(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(v, running[k]) for k, v in disc.state_dict().items())  # no side effect
+    with torch.no_grad():
+        textbook = SquidDiscriminator(image_size=64, eval_norm="running")
+        textbook.load_state_dict(running)
+        assert not torch.allclose(textbook.eval()(x), got, atol=1e-3)
+    with pytest.raises(ValueError, match="eval_norm"):
+        SquidDiscriminator(eval_norm="batch")
+
+
+def test_old_checkpoints_keep_running_statistics_and_new_configs_default_to_per_image():
+    from cxrlib.methods.squid.scorer import _build_squid
+
+    cfg = small("squid")
+    assert cfg.disc_eval_norm == "per_image"
+    legacy = cfg.to_dict()
+    legacy.pop("disc_eval_norm")
+    assert _build_squid(legacy, "cpu")[2].eval_norm == "running"
+    assert _build_squid(cfg.to_dict(), "cpu")[2].eval_norm == "per_image"
+    with pytest.raises(ValueError, match="disc_eval_norm"):
+        small("squid", disc_eval_norm="batch")
+    with pytest.raises(ValueError, match="1x1"):  # 32 px: the discriminator's last map is 1x1
+        small("squid", image_size=32)
+    assert small("squid", image_size=32, disc_eval_norm="running").image_size == 32

@@ -63,6 +63,8 @@ class SquidConfig(ConfigRecord):
     use_teacher: bool = True  # official dist=True
     teacher_stop_gradient: bool = True  # the teacher reads a detached bottleneck (both official repos do)
     disc_channels: tuple[int, ...] = (1, 16, 32, 64, 128, 128)
+    disc_eval_norm: str = "per_image"  # the discriminator's BatchNorm at scoring: each image's own statistics
+    #                                    (official: D never in eval(), batch size 1) or "running" statistics
     # -- loss weights (official zhang_best) ----------------------------------------------------
     recon_w: float = 10.0
     g_w: float = 0.005
@@ -120,6 +122,12 @@ class SquidConfig(ConfigRecord):
         for name in ("inpaint_mask_ratio", "decoder_memory_mask_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.disc_eval_norm not in ("per_image", "running"):
+            raise ValueError(f"disc_eval_norm must be 'per_image' or 'running', got {self.disc_eval_norm!r}")
+        if self.disc_eval_norm == "per_image" and self.image_size <= 2 ** (len(self.disc_channels) - 1):
+            raise ValueError(f"disc_eval_norm='per_image' needs the discriminator's last map larger than 1x1; "
+                             f"image_size {self.image_size} is too small for {len(self.disc_channels) - 1} stride-2 "
+                             f"layers: use disc_eval_norm='running'")
         if self.disc_channels[0] != self.in_channels:
             raise ValueError("disc_channels[0] must equal in_channels")
         if self.crm_place not in CRM_PLACES:

@@ -313,7 +313,7 @@ class SquidGenerator(nn.Module):
 def build_models(cfg: SquidConfig, recalibration: nn.Module | None = None) -> tuple[SquidGenerator, SquidDiscriminator]:
     """The generator and the discriminator of a configuration."""
     return (SquidGenerator(cfg, recalibration=recalibration),
-            SquidDiscriminator(cfg.disc_channels, image_size=cfg.image_size))
+            SquidDiscriminator(cfg.disc_channels, image_size=cfg.image_size, eval_norm=cfg.disc_eval_norm))
 
 
 def count_parameters(module: nn.Module | None) -> int:

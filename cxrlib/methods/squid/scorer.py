@@ -82,9 +82,10 @@ class SquidScorer:
 
 
 def _build_squid(cfg_dict, device):
-    cfg = SquidConfig.from_dict(cfg_dict)
+    # checkpoints written before disc_eval_norm existed were trained, selected and scored with running statistics
+    cfg = SquidConfig.from_dict({"disc_eval_norm": "running", **cfg_dict})
     gen = SquidGenerator(cfg).to(device)
-    disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size).to(device)
+    disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size, eval_norm=cfg.disc_eval_norm).to(device)
     return cfg, gen, disc
 
 

@@ -172,7 +172,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     device = get_device(device)
     set_seed(seed)
     gen = SquidGenerator(cfg).to(device)
-    disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size).to(device)
+    disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size, eval_norm=cfg.disc_eval_norm).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=cfg.d_betas)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, T_max=cfg.t_max, eta_min=cfg.eta_min)
@@ -191,7 +191,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         state = torch.load(last, map_location=device, weights_only=False)
         # a checkpoint from before a config field existed stored no value for it: read it as the field's default
         try:
-            stored_cfg = type(cfg).from_dict(state["cfg"]).to_dict()
+            stored_cfg = type(cfg).from_dict({"disc_eval_norm": "running", **state["cfg"]}).to_dict()
         except (KeyError, TypeError, ValueError):
             stored_cfg = None
         if state.get("method") != method or stored_cfg != cfg.to_dict() or state.get("seed") != seed:
