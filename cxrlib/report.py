@@ -173,11 +173,12 @@ def sharpness_markdown(path) -> str:
 def fidelity_markdown(path) -> str:
     """``score_vs_fidelity.csv`` as a table: per run and checkpoint, the mean reconstruction error per class, the
     AUROC (%) of that error and of the run's score, and Spearman's correlation of the two."""
-    lines = ["| run | checkpoint | epoch | validation images | recon. error, normal | recon. error, pneumonia | "
-             "AUROC of recon. error | AUROC of score | Spearman (score, error) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| run | checkpoint | epoch | D normalisation at scoring | validation images | recon. error, normal | "
+             "recon. error, pneumonia | AUROC of recon. error | AUROC of score | Spearman (score, error) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in _read_text_rows(path):
-        lines.append(f"| {r['run']} | {r['checkpoint']} | {r['epoch']} | {r['n_val']} | "
+        lines.append(f"| {r['run']} | {r['checkpoint']} | {r['epoch']} | {r.get('disc_eval_norm') or 'running'} | "
+                     f"{r['n_val']} | "
                      f"{float(r['recon_err_normal']):.4f} | {float(r['recon_err_pneumonia']):.4f} | "
                      f"{100 * float(r['auroc_recon_err']):.1f} | {100 * float(r['auroc_score']):.1f} | "
                      f"{float(r['spearman_score_vs_err']):.2f} |")

@@ -8,7 +8,10 @@ that tracks reconstruction error with the wrong sign explains a validation AUROC
 images are *easier* to reconstruct, their reconstructions look more real to the discriminator.
 Writes one CSV row per checkpoint to ``--out`` (default ``results/<profile>/diagnostics/score_vs_fidelity.csv``).
 
-    python scripts/score_vs_fidelity.py runs/cpu/squid_s0 --data PATH/zhanglab128_train.npz --last
+    python scripts/score_vs_fidelity.py runs/cpu/squid_s0 --data PATH/zhanglab128_train.npz --last [--eval-norm per_image]
+
+``--eval-norm`` re-scores a run with the other discriminator normalisation (``disc_eval_norm``): runs trained before
+that option existed were scored with running statistics, the official code with each image's own.
 """
 from __future__ import annotations
 
@@ -26,10 +29,11 @@ sys.path.insert(0, str(ROOT))
 from cxrlib import data as D  # noqa: E402
 from cxrlib import metrics as M  # noqa: E402
 from cxrlib.methods import load_scorer  # noqa: E402
+from cxrlib.methods.squid.discriminator import EVAL_NORMS  # noqa: E402
 from cxrlib.methods.squid.scorer import last_epoch_scorer  # noqa: E402
 
-COLUMNS = ["run", "checkpoint", "epoch", "split_version", "n_val", "recon_err_normal", "recon_err_pneumonia",
-           "auroc_recon_err", "auroc_score", "spearman_score_vs_err"]
+COLUMNS = ["run", "checkpoint", "epoch", "split_version", "disc_eval_norm", "n_val", "recon_err_normal",
+           "recon_err_pneumonia", "auroc_recon_err", "auroc_score", "spearman_score_vs_err"]
 
 
 def fidelity_row(scorer, ds, idx, run: str, which: str) -> dict:
@@ -39,7 +43,8 @@ def fidelity_row(scorer, ds, idx, run: str, which: str) -> dict:
     err = np.abs(x - recon).mean(axis=(1, 2))
     score = scorer.score(ds.images[idx])
     return {"run": run, "checkpoint": which, "epoch": int(scorer.meta.get("best_epoch", -1)) + 1,
-            "split_version": scorer.meta.get("split_version", "image-v1"), "n_val": len(idx),
+            "split_version": scorer.meta.get("split_version", "image-v1"), "disc_eval_norm": scorer.disc.eval_norm,
+            "n_val": len(idx),
             "recon_err_normal": float(err[y == 0].mean()), "recon_err_pneumonia": float(err[y == 1].mean()),
             "auroc_recon_err": M.auroc(y, err), "auroc_score": M.auroc(y, score),
             "spearman_score_vs_err": float(spearmanr(score, err).statistic)}
@@ -51,18 +56,27 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--last", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--eval-norm", choices=EVAL_NORMS, default=None,
+                    help="score with this discriminator normalisation instead of the checkpoint's own (the kept epoch "
+                         "stays the one the run selected)")
     args = ap.parse_args(argv)
     scorer = load_scorer(args.run_dir / "model.pt")
+    if args.eval_norm:
+        scorer.disc.eval_norm = args.eval_norm
     ds = D.load(args.data, size=scorer.image_size)
     split = D.development_split(ds, seed=scorer.meta.get("split_seed", 0))
     rows = [fidelity_row(scorer, ds, split.val, args.run_dir.name, "kept (model.pt)")]
     if args.last:
         last = last_epoch_scorer(args.run_dir, ds, split, scorer.method)
+        if args.eval_norm:
+            last.disc.eval_norm = args.eval_norm
         rows.append(fidelity_row(last, ds, split.val, args.run_dir.name, "last (last.pt)"))
     out = args.out or ROOT / "results" / "cpu" / "diagnostics" / "score_vs_fidelity.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    old = [r for r in (csv.DictReader(open(out)) if out.exists() else [])
-           if (r["run"], r["checkpoint"]) not in {(r2["run"], r2["checkpoint"]) for r2 in rows}]
+    def key(r):  # rows written before the column existed were scored with running statistics
+        return r["run"], r["checkpoint"], r.get("disc_eval_norm") or "running"
+    old = [{**r, "disc_eval_norm": key(r)[2]} for r in (csv.DictReader(open(out)) if out.exists() else [])
+           if key(r) not in {key(r2) for r2 in rows}]
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()

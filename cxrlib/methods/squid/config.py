@@ -215,7 +215,11 @@ def preset(name: str, **overrides) -> SquidConfig:
 def squid_config(method: str = "squid", profile: str = "quick", **overrides):
     """The :class:`SquidConfig` of ``method`` (``squid``/``simsid``/``crtsc``) under a profile.
 
-    The profiles reduce every method the same way (CRTSC's CRM, TSCC and KL settings are kept).
+    The profiles reduce every method the same way (CRTSC's CRM, TSCC and KL settings are kept). In every profile
+    the discriminator scores with each image's own BatchNorm statistics (``disc_eval_norm="per_image"``), as the
+    official code does by never calling ``discriminator.eval()`` and scoring one image at a time; the textbook
+    eval mode (``"running"``) is kept as an option because it is what this project did before issue #23, where
+    it made the validation curve oscillate around chance.
 
     - ``full``: the official recipe (128 px, 2×2 patches, base width 32; 200 epochs SQUID, 1000 SimSID). For
       SQUID and CRTSC it also matches two details of the official code: the in-painting/decoder memories

@@ -42,7 +42,9 @@ class SquidScorer:
     """SQUID / SimSID test-time score (SQUID Sec. 3.5): the discriminator's logit on the reconstruction,
     standardised with the training-set mean ``mu`` and std ``sigma``, sign flipped so that higher is more
     anomalous: ``score = -(D(G(x)) - mu) / sigma``. (The official code reports ``1 - sigmoid(z)``, a
-    monotone transform of the same number: identical AUROC and ranking.)
+    monotone transform of the same number: identical AUROC and ranking.) The discriminator's BatchNorm uses each
+    image's own statistics at scoring, as the official code's train-mode, batch-of-one discriminator does
+    (:class:`~cxrlib.methods.squid.discriminator.SquidDiscriminator`, ``eval_norm``).
     """
 
     def __init__(self, method, cfg, gen, disc, mu=0.0, sigma=1.0, threshold=None, meta=None, device=None):
