@@ -14,6 +14,7 @@ page or README block differs from what they make of the committed CSVs.
 from __future__ import annotations
 
 import csv
+import numpy as np
 from pathlib import Path
 
 from . import benchmark as B
@@ -25,7 +26,8 @@ from .tables.main_table import FIGURES
 from .utils import repo_root
 
 __all__ = ["export_curves", "read_curves", "README_BLOCK_START", "README_BLOCK_END", "PAGE", "results_page", "readme_block",
-           "official_test_markdown", "issue23_section", "sharpness_markdown", "fidelity_markdown", "DIAGNOSTICS",
+           "official_test_markdown", "issue23_section", "sharpness_markdown", "fidelity_markdown", "fidelity_reading",
+           "DIAGNOSTICS",
            "write_all"]
 
 README_BLOCK_START, README_BLOCK_END = "<!-- summary:start -->", "<!-- summary:end -->"
@@ -189,6 +191,36 @@ def _split_versions(path) -> str:
     return ", ".join(f"`{v}`" for v in sorted({r.get("split_version", "") for r in _read_text_rows(path)} - {""}))
 
 
+def _method_of_run(run: str) -> str:
+    return run.rsplit("_s", 1)[0]
+
+
+def fidelity_reading(path) -> str:
+    """What the score-vs-fidelity rows say about the discriminator's normalisation at scoring: per method, the mean
+    validation AUROC of the score on the same checkpoints with running and with per-image statistics."""
+    by: dict = {}
+    for r in _read_text_rows(path):
+        norm = r.get("disc_eval_norm") or "running"
+        by.setdefault((_method_of_run(r["run"]), r["checkpoint"].split()[0]), {}).setdefault(norm, []).append(
+            float(r["auroc_score"]))
+    parts = []
+    for (method, which), v in sorted(by.items()):
+        if {"running", "per_image"} <= set(v) and len(v["running"]) == len(v["per_image"]):
+            parts.append(f"{method}, {which} epoch ({len(v['running'])} runs): {100 * np.mean(v['running']):.1f} with "
+                         f"running statistics, {100 * np.mean(v['per_image']):.1f} with per-image statistics")
+    if not parts:
+        return ""
+    return ("**Reading.** The same checkpoints, scored two ways, mean validation AUROC of the score in %: "
+            + "; ".join(parts) + ". The official code never switches its discriminator to eval mode and scores one "
+            "image at a time, so its BatchNorm normalises each image by that image's own feature statistics; this "
+            "project had used the running statistics instead. With them the score's ranking of reconstructions moves "
+            "from epoch to epoch and often sits below chance; with the official normalisation the last epochs, the "
+            "best-trained generators, score highest. The kept epochs (first rows of each run) were selected with "
+            "running statistics, which is why they are early ones. The reconstruction error, by contrast, stays a "
+            "weak score: pneumonia images have less fine detail (the sharpness table above), so a blurring generator "
+            "reconstructs them about as well as normal ones.")
+
+
 def issue23_section(root, profile: str) -> list[str]:
     """The results page's section on issue #23 (why the SQUID family does not learn at the ``cpu`` budget): the
     lever table (:mod:`cxrlib.tables.squid_levers`) and its figure, the sharpness check and the score-vs-fidelity
@@ -229,7 +261,8 @@ def issue23_section(root, profile: str) -> list[str]:
                   f"Per SQUID-family run and checkpoint (kept and last epoch), on the validation images (split version "
                   f"{_split_versions(fidelity)}): the mean reconstruction error per class, the AUROC of that error and "
                   f"of the run's score, and their Spearman correlation. `{DIAGNOSTICS['score_vs_fidelity'][1]}`. "
-                  f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), ""]
+                  f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), "",
+                  *([reading, ""] if (reading := fidelity_reading(fidelity)) else [])]
     if not parts:
         return []
     return ["## Issue #23: why the SQUID family does not learn at the cpu budget", "", *parts]
