@@ -12,6 +12,10 @@ Sources it reads (all end up as one :class:`CXRDataset` of uint8 ``(N, S, S)`` g
 - :func:`load_medmnist`: the ``medmnist`` package's download path (online users only);
 - :func:`make_phantoms`: seeded synthetic chest-like images with lesions *and pixel masks*.
 
+For sets too large for memory, :class:`ImageIndex` (:func:`index_folder`, :func:`index_npz`) holds where each
+image is instead of its pixels and decodes one image at a time; :mod:`cxrlib.lazy_data` wraps it (or a
+:class:`CXRDataset`) as a torch ``Dataset`` and picks between the two.
+
 It also holds the training protocols of the methods (unsupervised, weakly supervised, semi-supervised)
 as seeded index splits, the project's one development split, and the leakage check.
 
@@ -33,6 +37,7 @@ __all__ = [
     "content_hashes", "duplicate_groups", "patient_ids", "split_groups", "SPLIT_VERSION", "split_report",
     "load_split_index", "development_split", "unsupervised_protocol",
     "weakly_supervised_protocol", "semi_supervised_protocol", "check_no_leakage", "resolve_data",
+    "ImageIndex", "index_folder", "index_npz", "index_source", "store_npz", "hash_cache_dir",
 ]
 
 #: The real sample committed with the repository (see ``data/README.md``).
@@ -181,6 +186,19 @@ def load_folder(root, size: int = 128, splits=None, show_progress: bool = True) 
     """
     from .utils import progress
 
+    root, files = _folder_files(root, splits)
+    images = np.empty((len(files), size, size), np.uint8)
+    for i, (f, _, _) in enumerate(progress(files, enabled=show_progress and len(files) > 200,
+                                           desc=f"reading {root.name}")):
+        images[i] = _read_image(f, size)
+    names = np.array([str(f.relative_to(root)) for f, _, _ in files])
+    return CXRDataset(images, np.array([y for _, y, _ in files], np.int64), names,
+                      np.array([s for _, _, s in files]), str(root))
+
+
+def _folder_files(root, splits=None) -> tuple[Path, list[tuple[Path, int, str]]]:
+    """The image files of a folder tree (layouts of :func:`load_folder`), in load order: ``(root, [(file,
+    label, split)])``, ``root`` moved into ``chest_xray/`` where there is one. Reads no image."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: folder does not exist")
@@ -216,14 +234,7 @@ def load_folder(root, size: int = 128, splits=None, show_progress: bool = True) 
         if not found:
             raise DataError(f"{cdir}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
         files += [(f, y, split) for f in found]
-
-    images = np.empty((len(files), size, size), np.uint8)
-    for i, (f, _, _) in enumerate(progress(files, enabled=show_progress and len(files) > 200,
-                                           desc=f"reading {root.name}")):
-        images[i] = _read_image(f, size)
-    names = np.array([str(f.relative_to(root)) for f, _, _ in files])
-    return CXRDataset(images, np.array([y for _, y, _ in files], np.int64), names,
-                      np.array([s for _, _, s in files]), str(root))
+    return root, files
 
 
 def _resize_stack(images: np.ndarray, size: int, source: str) -> np.ndarray:
@@ -825,3 +836,354 @@ def semi_supervised_protocol(ds: CXRDataset, n_unlabelled: int, anomaly_rate: fl
     split.protocol = f"semi_supervised(n={n_unlabelled}, rate={anomaly_rate})"
     split.check(ds)
     return split
+
+
+# ------------------------------------------------------------------- data at scale: the lazy index (#24)
+def hash_cache_dir() -> Path:
+    """Where :meth:`ImageIndex.content_hashes` caches the hashes of a source: ``$CXR_CACHE_DIR/hashes``,
+    default ``~/.cache/cxrlib/hashes``. Deleting it only costs one more pass over the images."""
+    return Path(os.environ.get("CXR_CACHE_DIR") or Path.home() / ".cache" / "cxrlib") / "hashes"
+
+
+def _npz_member_layout(path: Path, key: str) -> dict:
+    """Member ``key`` of an ``.npz`` without reading its data: shape, dtype, order, whether it is stored
+    uncompressed, and the byte offset of its data in the archive (the zip local header and the ``.npy``
+    header, read from the file)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as f:  # a compressed member's header decompresses too
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            npy_header = f.tell()
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    n_name, n_extra = struct.unpack("<HH", local[26:30])
+    return {"shape": tuple(shape), "dtype": np.dtype(dtype).str, "fortran": bool(fortran),
+            "stored": info.compress_type == zipfile.ZIP_STORED,
+            "offset": info.header_offset + 30 + n_name + n_extra + npy_header}
+
+
+def _check_npz_layout(layout: dict, source: str, key: str) -> None:
+    """The checks :func:`_as_grey_uint8` makes on a whole array, from the member's header only."""
+    shape, dtype = layout["shape"], np.dtype(layout["dtype"])
+    if len(shape) == 4 and shape[-1] in (1, 3):
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise DataError(f"{source}: '{key}' has shape {layout['shape']}; expected (N, H, W) grey images")
+    if shape[1] != shape[2]:
+        raise DataError(f"{source}: '{key}' images are {shape[1]}x{shape[2]}; expected square")
+    if shape[1] < _MIN_SIZE:
+        raise DataError(f"{source}: '{key}' images are {shape[1]} px, smaller than {_MIN_SIZE} px")
+    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
+        raise DataError(f"{source}: '{key}' has dtype {dtype}; expected uint8 (or float in [0, 1])")
+
+
+def _grey_row(a: np.ndarray, source: str, key: str, row: int) -> np.ndarray:
+    """One stored image -> uint8 ``(H, W)``, as :func:`_as_grey_uint8` converts the whole array."""
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    elif a.ndim == 3 and a.shape[-1] == 3:
+        if not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])):
+            raise DataError(f"{source}: '{key}' row {row} has 3 different colour channels; expected grey X-rays")
+        a = a[..., 0]
+    if a.dtype != np.uint8:
+        if a.min() < 0 or a.max() > 1:
+            raise DataError(f"{source}: '{key}' row {row} has values outside [0, 1] (dtype {a.dtype}); "
+                            f"expected uint8 (or float in [0, 1])")
+        a = np.round(a * 255).astype(np.uint8)
+    return a
+
+
+class ImageIndex:
+    """The images of a folder tree or an ``.npz`` archive **without their pixels**: where each image is,
+    plus labels, names and the source's splits. :meth:`read` decodes one image; a dataset of any size
+    then costs memory for its names only (issue #24, data at scale).
+
+    The pixels are exactly those of the in-memory loaders: a folder image goes through the same
+    decode-and-resize as :func:`load_folder` (grey, bilinear, JPEG draft), an ``.npz`` row through the same
+    grey conversion and bilinear resize as :func:`load_npz`. Rows come in the same order, with the same
+    names, labels and splits, so an index from :func:`index_folder` / :func:`index_npz` and the
+    :class:`CXRDataset` of :func:`load` agree row for row.
+
+    ``.npz`` archives are **memory-mapped**: each image member must be stored uncompressed (``np.savez``),
+    and is mapped in place at its offset inside the zip (``np.load(..., mmap_mode="r")`` cannot map a zip
+    member; this does what it would). A compressed archive (``np.savez_compressed``, like the embedded
+    sample) cannot be mapped: :func:`store_npz` rewrites it uncompressed once, streaming, member by member.
+    Maps are opened on first read in each process and never pickled, so ``DataLoader`` workers open
+    their own.
+
+    **Splits** need, besides labels and names, the exact-duplicate groups, i.e. a content hash of every
+    image (:func:`split_groups`, :meth:`Split.check`). :meth:`content_hashes` computes the same SHA-1 of
+    the decoded uint8 pixels as :func:`content_hashes` does in memory, streaming (one image at a time),
+    and caches it in :func:`hash_cache_dir` under a key of the source's path, size and file sizes and
+    modification times; file-content hashes were not used, since two files with different bytes can
+    decode to the same pixels, and the split would then differ from the in-memory one.
+    :meth:`split_dataset` turns labels, names and hashes into the :class:`CXRDataset` the split functions
+    take (4x4 stand-in images identical exactly where the real images are, as :func:`load_split_index`),
+    so :func:`development_split` and the protocols give the same indices as on the in-memory dataset.
+
+    Attributes:
+        kind: ``"folder"`` or ``"npz"``.
+        source: the folder (``chest_xray/`` inside it where there is one) or the archive.
+        size: side length ``S`` of the images :meth:`read` returns.
+        labels, names, splits: as in :class:`CXRDataset`.
+    """
+
+    def __init__(self, kind: str, source: str, size: int, labels, names, splits, keys=(), layouts=None,
+                 member=None, row=None):
+        self.kind, self.source, self.size = kind, str(source), int(size)
+        self.labels = np.asarray(labels, np.int64)
+        self.names = np.asarray(names).astype(str)
+        self.splits = np.asarray(splits).astype(str)
+        self.keys = list(keys)  # npz: the image members, e.g. ["images"] or ["train_images", "test_images"]
+        self.layouts = dict(layouts or {})
+        self.member = None if member is None else np.asarray(member, np.int8)  # npz: which key, per image
+        self.row = None if row is None else np.asarray(row, np.int64)  # npz: which row of it
+        self._maps: dict = {}
+        self._hashes = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self):  # what a DataLoader worker (or pickle) receives: no map, no hashes
+        state = dict(self.__dict__)
+        state["_maps"], state["_hashes"] = {}, None
+        return state
+
+    def counts(self) -> dict:
+        """``{(split, label): count}``, as :meth:`CXRDataset.counts`."""
+        out: dict = {}
+        for s, y in zip(self.splits, self.labels):
+            out[(str(s), int(y))] = out.get((str(s), int(y)), 0) + 1
+        return dict(sorted(out.items()))
+
+    def subset(self, idx) -> "ImageIndex":
+        """A new index with rows ``idx`` (index array or boolean mask)."""
+        idx = np.asarray(idx)
+        return ImageIndex(self.kind, self.source, self.size, self.labels[idx], self.names[idx], self.splits[idx],
+                          self.keys, self.layouts, None if self.member is None else self.member[idx],
+                          None if self.row is None else self.row[idx])
+
+    def _map(self, m: int) -> np.ndarray:
+        if m not in self._maps:
+            key = self.keys[m]
+            lay = self.layouts[key]
+            if not lay["stored"]:
+                raise DataError(f"{self.source}: '{key}' is compressed (np.savez_compressed) and cannot be "
+                                f"memory-mapped; rewrite it once with cxrlib.data.store_npz(src, dst) and open dst")
+            self._maps[m] = np.memmap(self.source, dtype=np.dtype(lay["dtype"]), mode="r", offset=lay["offset"],
+                                      shape=lay["shape"], order="F" if lay["fortran"] else "C")
+        return self._maps[m]
+
+    def read(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8 ``(S, S)``, decoded (and resized) now.
+
+        Raises:
+            DataError: one line naming the file (folder) or the archive, member and row (npz).
+        """
+        i = int(i)
+        if self.kind == "folder":
+            return _read_image(Path(self.source) / self.names[i], self.size)
+        m, r = int(self.member[i]), int(self.row[i])
+        a = _grey_row(np.array(self._map(m)[r]), self.source, self.keys[m], r)
+        if a.shape != (self.size, self.size):
+            from PIL import Image
+
+            a = np.asarray(Image.fromarray(a).resize((self.size, self.size), Image.BILINEAR))
+        return a
+
+    def as_float(self, idx) -> np.ndarray:
+        """Rows ``idx`` as float32 in [0, 1], shape ``(n, 1, S, S)``, as :meth:`CXRDataset.as_float`
+        (reads them now; memory grows with ``len(idx)``)."""
+        idx = np.asarray(idx, np.int64)
+        x = np.empty((len(idx), self.size, self.size), np.uint8)
+        for k, i in enumerate(idx):
+            x[k] = self.read(i)
+        return (x.astype(np.float32) / 255.0)[:, None]
+
+    def to_memory(self, idx=None) -> CXRDataset:
+        """The rows ``idx`` (default all) read into a :class:`CXRDataset`."""
+        idx = np.arange(len(self)) if idx is None else np.asarray(idx, np.int64)
+        images = np.empty((len(idx), self.size, self.size), np.uint8)
+        for k, i in enumerate(idx):
+            images[k] = self.read(i)
+        return CXRDataset(images, self.labels[idx], self.names[idx], self.splits[idx], self.source)
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha1(f"{self.kind}|{Path(self.source).resolve()}|{self.size}|{self.keys}".encode())
+        if self.kind == "folder":
+            for name in self.names:
+                st = (Path(self.source) / name).stat()
+                h.update(f"|{name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        else:
+            st = Path(self.source).stat()
+            h.update(f"|{st.st_size}|{st.st_mtime_ns}|{self.member.tobytes().hex()}|{self.row.tobytes().hex()}"
+                     .encode())
+        return h.hexdigest()
+
+    def content_hashes(self, cache: bool = True, show_progress: bool = True) -> np.ndarray:
+        """SHA-1 of each image's uint8 pixels at size ``S``, shape ``(N,)``: equal to
+        ``content_hashes(load(...).images)``. Computed once, one image at a time, and cached (``cache``) in
+        :func:`hash_cache_dir`; a changed file (size or modification time) gives a new cache entry."""
+        if self._hashes is not None:
+            return self._hashes
+        path = hash_cache_dir() / f"{Path(self.source).name}-{self.size}px-{self._fingerprint()[:20]}.npy" \
+            if cache else None
+        if path is not None and path.is_file():
+            h = np.load(path, allow_pickle=False)
+            if len(h) == len(self):
+                self._hashes = h.astype(str)
+                return self._hashes
+        from .utils import progress
+
+        h = np.array([hashlib.sha1(np.ascontiguousarray(self.read(i)).tobytes()).hexdigest()
+                      for i in progress(range(len(self)), enabled=show_progress and len(self) > 200,
+                                        desc=f"hashing {Path(self.source).name}")])
+        if path is not None:
+            import io
+
+            from .utils import atomic_write_bytes
+
+            buf = io.BytesIO()
+            np.save(buf, h.astype("S40"), allow_pickle=False)
+            atomic_write_bytes(path, buf.getvalue())
+        self._hashes = h
+        return h
+
+    def split_dataset(self, cache: bool = True) -> CXRDataset:
+        """Labels, names, splits and duplicate structure as a :class:`CXRDataset` for the split functions
+        (:func:`development_split`, the protocols, :meth:`Split.check`, :func:`split_report`): its images
+        are 4x4 stand-ins (the first 16 bytes of each content hash), equal exactly where the real images
+        are. Hashes every image once (see :meth:`content_hashes`)."""
+        h = self.content_hashes(cache=cache)
+        stand = np.frombuffer(b"".join(bytes.fromhex(x)[:16] for x in h), np.uint8).reshape(len(self), 4, 4)
+        return CXRDataset(stand.copy(), self.labels, self.names, self.splits, self.source)
+
+
+def index_folder(root, size: int = 128, splits=None) -> ImageIndex:
+    """A folder tree (layouts of :func:`load_folder`) as an :class:`ImageIndex`: lists the files, reads none.
+    Rows, names, labels and splits are those of :func:`load_folder`.
+
+    Raises:
+        DataError: as :func:`load_folder` for the layout; an unreadable image only when it is read.
+    """
+    root, files = _folder_files(root, splits)
+    return ImageIndex("folder", str(root), size, [y for _, y, _ in files],
+                      [str(f.relative_to(root)) for f, _, _ in files], [s for _, _, s in files])
+
+
+def index_npz(path, size: int = 128, splits=None, mappable: bool = True) -> ImageIndex:
+    """An ``.npz`` archive (styles of :func:`load_npz`) as an :class:`ImageIndex` over memory-mapped image
+    members; labels and names are read, images are not. Rows, names, labels and splits are those of
+    :func:`load_npz`.
+
+    Args:
+        mappable: raise if an image member is compressed (it could not be read lazily); ``False`` builds
+            the index anyway (to count its images), and :meth:`ImageIndex.read` raises instead.
+
+    Raises:
+        DataError: as :func:`load_npz`, and for a compressed image member (use :func:`store_npz`).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+        keys = set(z.files)
+    except Exception as e:  # numpy raises several types for a non-zip file
+        raise DataError(f"{path}: not a readable .npz archive ({e.__class__.__name__}: {e})") from None
+    src = str(path)
+    if "images" in keys:
+        image_keys = ["images"]
+    else:
+        found = [s for s in ("train", "val", "test") if f"{s}_images" in keys]
+        if not found:
+            raise DataError(f"{path}: expected keys 'images' (and 'labels', 'names') or MedMNIST "
+                            f"'{{train,val,test}}_images'/'_labels'; found {sorted(keys)}")
+        for s in found:
+            if (splits is None or s in splits) and f"{s}_labels" not in keys:
+                raise DataError(f"{path}: '{s}_images' without '{s}_labels'")
+        image_keys = [f"{s}_images" for s in found if splits is None or s in splits]
+    layouts = {}
+    for k in image_keys:
+        try:
+            layouts[k] = _npz_member_layout(path, k)
+        except (zipfile.BadZipFile, ValueError, KeyError, OSError) as e:
+            raise DataError(f"{path}: cannot read the header of '{k}' ({e.__class__.__name__}: {e})") from None
+        _check_npz_layout(layouts[k], src, k)
+        if mappable and not layouts[k]["stored"]:
+            raise DataError(f"{path}: '{k}' is compressed (np.savez_compressed) and cannot be memory-mapped; "
+                            f"rewrite it once with cxrlib.data.store_npz(src, dst) and open dst")
+    labels, names, spl, member, row = [], [], [], [], []
+    for m, k in enumerate(image_keys):
+        n = layouts[k]["shape"][0]
+        if k == "images":
+            labels.append(_labels(z["labels"], n, src, "labels") if "labels" in keys else np.full(n, -1, np.int64))
+            nm = np.asarray(z["names"]).astype(str) if "names" in keys else np.array([f"{path.name}:{i}" for i in range(n)])
+            if len(nm) != n:
+                raise DataError(f"{path}: {n} images but {len(nm)} names")
+            names.append(nm)
+            spl.append(np.array([""] * n))
+        else:
+            s = k[:-len("_images")]
+            labels.append(_labels(z[f"{s}_labels"], n, src, f"{s}_labels"))
+            names.append(np.array([f"{s}/{i:05d}" for i in range(n)]))
+            spl.append(np.array([s] * n))
+        member.append(np.full(n, m, np.int8))
+        row.append(np.arange(n, dtype=np.int64))
+    if sum(len(x) for x in labels) == 0:
+        raise DataError(f"{path}: no images")
+    return ImageIndex("npz", src, size, np.concatenate(labels), np.concatenate(names), np.concatenate(spl),
+                      image_keys, layouts, np.concatenate(member), np.concatenate(row))
+
+
+def index_source(source, size: int = 128, splits=None, mappable: bool = True) -> ImageIndex:
+    """A folder tree or an ``.npz`` archive as an :class:`ImageIndex` (:func:`index_folder`,
+    :func:`index_npz`). The generated and downloaded sources (``"embedded"``, ``"phantoms"``,
+    ``"medmnist:..."``) are small and load in memory only (:func:`load`)."""
+    s = str(source)
+    if s in ("embedded", "phantoms") or s.startswith("medmnist:"):
+        raise DataError(f"{s}: a built-in source loads in memory only (cxrlib.data.load); "
+                        f"a lazy index needs a folder tree or an .npz file")
+    path = Path(s).expanduser()
+    if path.is_dir():
+        return index_folder(path, size=size, splits=splits)
+    if path.suffix == ".npz" or path.is_file():
+        return index_npz(path, size=size, splits=splits, mappable=mappable)
+    raise DataError(f"{path}: no such file or folder: it does not exist (expected an .npz archive or a folder tree)")
+
+
+def store_npz(src, dst, chunk_bytes: int = 1 << 24) -> Path:
+    """Rewrite an ``.npz`` archive with every member stored uncompressed, so :func:`index_npz` can
+    memory-map it. Streams member by member in ``chunk_bytes`` pieces (never holds an array); written to
+    a temporary file and renamed, so ``dst`` is complete or absent. ``src`` is left as it is."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise DataError(f"{src}: file does not exist")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zout:
+            for info in zin.infolist():
+                with zin.open(info) as fin, zout.open(info.filename, "w", force_zip64=True) as fout:
+                    shutil.copyfileobj(fin, fout, chunk_bytes)
+        os.replace(tmp, dst)
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{src}: not a readable .npz archive ({e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst
