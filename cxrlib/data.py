@@ -279,6 +279,17 @@ def _labels(raw: np.ndarray, n: int, source: str, key: str) -> np.ndarray:
     return labels
 
 
+def _open_npz(path: Path):
+    """``(archive, set of member names)`` of an ``.npz``; :class:`DataError` naming the file otherwise."""
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+        return z, set(z.files)
+    except Exception as e:  # numpy raises several types for a non-zip file
+        raise DataError(f"{path}: not a readable .npz archive ({e.__class__.__name__}: {e})") from None
+
+
 def load_npz(path, size: int = 128, splits=None) -> CXRDataset:
     """Read an ``.npz`` archive of X-rays.
 
@@ -298,13 +309,7 @@ def load_npz(path, size: int = 128, splits=None) -> CXRDataset:
         DataError: missing file, not an npz, missing keys, wrong shape, labels outside {0, 1}.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    try:
-        z = np.load(path, allow_pickle=False)
-        keys = set(z.files)
-    except Exception as e:  # numpy raises several types for a non-zip file
-        raise DataError(f"{path}: not a readable .npz archive ({e.__class__.__name__}: {e})") from None
+    z, keys = _open_npz(path)
     src = str(path)
     if "images" in keys:
         images = _as_grey_uint8(z["images"], src, "images")
@@ -1093,13 +1098,7 @@ def index_npz(path, size: int = 128, splits=None, mappable: bool = True) -> Imag
     import zipfile
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    try:
-        z = np.load(path, allow_pickle=False)
-        keys = set(z.files)
-    except Exception as e:  # numpy raises several types for a non-zip file
-        raise DataError(f"{path}: not a readable .npz archive ({e.__class__.__name__}: {e})") from None
+    z, keys = _open_npz(path)
     src = str(path)
     if "images" in keys:
         image_keys = ["images"]
