@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import measure_in_subprocess  # noqa: E402
 SIZES = (1000, 10000, 50000)
 PATHS = ("memory", "lazy")
 KINDS = ("folder", "npz")
@@ -123,19 +125,7 @@ def run_worker(spec: dict) -> dict:
 
 def _measure(spec: dict, timeout: float) -> dict:
     """Run one measurement in a fresh subprocess; its result or ``{"error": ...}``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]),
-                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if proc.returncode != 0 or not out.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()
-            return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
-        return json.loads(out.read_text())
+    return measure_in_subprocess(__file__, spec, timeout, {"OMP_NUM_THREADS": str(spec["threads"])})
 
 
 # ---------------------------------------------------------------------------------------------

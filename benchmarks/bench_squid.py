@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import measure_in_subprocess  # noqa: E402
 OFFICIAL_URL = "https://github.com/tiangexiang/SQUID"
 CONFIGS = ("full", "cpu", "quick")
 IMPLEMENTATIONS = ("ours", "official")
@@ -401,18 +403,7 @@ def run_worker(spec: dict) -> dict:
 
 def _measure(spec: dict, timeout: float) -> dict:
     """Run one measurement in a fresh subprocess; its result or ``{"error": ...}``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if proc.returncode != 0 or not out.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()
-            return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
-        return json.loads(out.read_text())
+    return measure_in_subprocess(__file__, spec, timeout, None)
 
 
 def _row(impl: str, config: str, train: dict, infer: dict) -> dict:

@@ -1,0 +1,35 @@
+"""The one way a benchmark here measures: run a worker in a fresh Python process, so that peak memory and
+thread settings belong to that measurement alone.
+
+A benchmark script calls itself with ``--worker JSON --worker-out FILE``; the worker writes its result as
+JSON to ``FILE``. :func:`measure_in_subprocess` returns that result, or ``{"error": "..."}`` with the worker's
+last line of output when it failed or timed out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure_in_subprocess(script, spec: dict, timeout: float, env: dict | None = None) -> dict:
+    """Run ``python script --worker json(spec) --worker-out FILE`` from the repository root with ``cxrlib``
+    importable (and ``env`` added to the environment); its JSON result or ``{"error": ...}``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        full_env = dict(os.environ, **(env or {}),
+                        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        cmd = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
+        return json.loads(out.read_text())
