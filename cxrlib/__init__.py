@@ -1,8 +1,7 @@
 """cxrlib: the small package behind the cxr-anomaly notebooks.
 
 The shared core sits at the top level (``data``, ``lazy_data``, ``patching``, ``features``, ``metrics``, ``image_stats``,
-``checkpoint``,
-``utils``, ``viz``, ``explain``, ``explorer``, ``benchmark``, ``cli``); each method has one home under
+``checkpoint``, ``utils``, ``viz``, ``explain``, ``explorer``, ``benchmark``, ``cli``); each method has one home under
 ``cxrlib/methods/`` (registry: :mod:`cxrlib.methods`). Where each paper's parts live (sections and equations as
 the docstrings cite them; the full table is ``docs/architecture.md``):
 
