@@ -75,7 +75,7 @@ def test_issue23_section_shows_what_exists(tmp_path):
                     "auroc_blur_residual", "auroc_mean_intensity", "auroc_intensity_std", "split_version"])
         w.writerow([64, 0, "val", 201, 337, 0.091, 0.1389, 0.5458, 0.3144, "patient-v2"])
     section = "\n".join(R.issue23_section(tmp_path, "cpu"))
-    assert section.startswith("## Issue #23: why the SQUID family does not learn at the cpu budget")
+    assert section.startswith("## Issue #23: the SQUID family at the cpu budget")
     assert "| 64 | 0 | val | 201 | 337 | 9.1 | 13.9 | 54.6 | 31.4 |" in section
     assert "python scripts/sharpness_confound.py --data PATH/zhanglab128_train.npz" in section
     assert "lever" not in section and "score_vs_fidelity" not in section
