@@ -26,7 +26,6 @@ Writes ``benchmarks/results/data_scale.{json,md}`` (or into ``--out-dir``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -44,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import measure_in_subprocess  # noqa: E402
+from measure import cpu_model, measure_in_subprocess  # noqa: E402
 SIZES = (1000, 10000, 50000)
 PATHS = ("memory", "lazy")
 KINDS = ("folder", "npz")
@@ -131,15 +130,6 @@ def _measure(spec: dict, timeout: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
 
 def _git(args: list[str]) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()

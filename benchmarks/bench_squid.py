@@ -46,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import measure_in_subprocess  # noqa: E402
+from measure import cpu_model, measure_in_subprocess  # noqa: E402
 OFFICIAL_URL = "https://github.com/tiangexiang/SQUID"
 CONFIGS = ("full", "cpu", "quick")
 IMPLEMENTATIONS = ("ours", "official")
@@ -139,15 +139,6 @@ def parameter_table(rows: list[dict]) -> str:
     for part in PARAMETER_PARTS:
         lines.append(f"| {part} | " + " | ".join(_fmt(r["param_parts"].get(part, 0) / 1e6, 3) for r in cols) + " |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ last line of output when it failed or timed out.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -33,3 +35,12 @@ def measure_in_subprocess(script, spec: dict, timeout: float, env: dict | None =
             tail = (proc.stderr or proc.stdout).strip().splitlines()
             return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
         return json.loads(out.read_text())
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
