@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from cxrlib import cli
 from cxrlib.tables import TABLES
@@ -328,3 +329,18 @@ def test_the_squid_levers_script_is_a_wrapper_of_the_table(monkeypatch):
     assert exit_.value.code == 0
     assert [(a.table, a.data, a.levers, a.seeds) for a in calls] == [("squid-levers", "d.npz", ["cpu", "bf16"], [0, 1])]
     assert runpy.run_path(str(script))["LEVERS"] is SL.LEVERS  # one definition of the levers
+
+
+def test_squid_levers_diagnostics_report_validation_and_test_columns():
+    from cxrlib import data as D
+    from cxrlib.methods.squid.config import squid_config
+    from cxrlib.methods.squid.generator import build_models
+
+    ds = D.load("embedded", size=64)
+    split = D.development_split(ds, seed=0)
+    cfg = squid_config("squid", "quick", base_width=4, mem_slots=10, decoder_memory_slots=10, inpaint_heads=2)
+    torch.manual_seed(0)
+    gen, disc = build_models(cfg)
+    out = SL.diagnostics(ds, split, cfg)(0, gen.eval(), disc.eval())
+    assert set(out) == set(SL.CURVE_COLUMNS[6:8]) | set(SL.CURVE_COLUMNS[-2:])
+    assert all(0.0 <= v <= 1.0 for v in out.values())

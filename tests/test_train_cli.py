@@ -11,7 +11,7 @@ from cxrlib.cli import main
 from cxrlib.methods import load_scorer
 from cxrlib.methods.squid.config import squid_config
 from cxrlib.methods.squid.scorer import finalize_squid
-from cxrlib.methods.squid.train import fit_squid, random_affine
+from cxrlib.methods.squid.train import WeightEMA, fit_squid, random_affine
 
 
 def tiny_cfg(**kw):
@@ -46,6 +46,50 @@ def test_exact_resume(tmp_path, tiny_data):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k  # the memory queue and its write pointer included
+
+
+def test_weight_ema_averages_parameters_and_copies_buffers():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(net, decay=0.9)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    net.train()(torch.randn(8, 3))  # moves the BatchNorm statistics
+    ema.update(net)
+    d = min(0.9, 2 / 11)  # the warm-up decay of the first update
+    for name, p in net.named_parameters():
+        assert torch.allclose(ema.model.state_dict()[name], d * before[name] + (1 - d) * p.detach())
+    for name, b in net.named_buffers():
+        assert torch.equal(ema.model.state_dict()[name], b)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_ema_run_validates_the_average_and_resumes_exactly(tmp_path, tiny_data):
+    ds, split = tiny_data
+    cfg = tiny_cfg(ema_decay=0.9)
+    quiet = dict(show_progress=False, log=lambda *_: None)
+    fit_squid(cfg, ds, split, tmp_path / "a", seed=3, **quiet)
+    fit_squid(cfg, ds, split, tmp_path / "b", seed=3, max_epochs=1, **quiet)
+    out = fit_squid(cfg, ds, split, tmp_path / "b", seed=3, resume=True, **quiet)
+    assert out["finished"]
+    a = torch.load(tmp_path / "a/last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b/last.pt", weights_only=False)
+    for key in ("gen", "disc", "gen_train", "disc_train"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    assert a["ema_updates"] == b["ema_updates"]
+    # the checkpoint's scoring weights are the average, not the trained weights
+    name = next(k for k in a["gen"] if k.endswith("weight"))
+    assert not torch.equal(a["gen"][name], a["gen_train"][name])
+    # a scorer built from the run scores with the averaged weights
+    finalize_squid(tmp_path / "a", ds, split)
+    kept = torch.load(tmp_path / "a/best.pt", weights_only=False)
+    model = torch.load(tmp_path / "a/model.pt", weights_only=False)
+    assert all(torch.equal(model["gen"][k], kept["gen"][k]) for k in kept["gen"])
+    if kept["epoch"] == 1:
+        assert all(torch.equal(a["gen"][k], kept["gen"][k]) for k in kept["gen"])
 
 
 def test_resume_refuses_another_run(tmp_path, tiny_data):

@@ -9,7 +9,8 @@ on development split ``--split-seed`` (patient-disjoint), keeps the checkpoint b
   version, the overrides;
 * one row per epoch in ``results/cpu/squid_levers_curves.csv`` (:data:`CURVE_COLUMNS`): validation AUROC of the
   score ``-D(G(x))`` and, as diagnostics (:func:`diagnostics`), of the reconstruction error ``|x - G(x)|`` and of
-  the discriminator on the *real* image ``-D(x)``, with the epoch's mean loss terms.
+  the discriminator on the *real* image ``-D(x)``, with the epoch's mean loss terms, and the development-test
+  AUROC of both scores per epoch (written for comparing checkpoint rules afterwards; never used to select).
 
 Rows are upserted by :data:`KEY` (curve rows by :data:`CURVE_KEY`), so an interrupted study resumes at the next
 missing row (a half-trained run resumes from its ``last.pt``).
@@ -54,13 +55,16 @@ LEVERS: dict[str, dict] = {
     "no_skips": dict(decoder_ops=("none", "none", "none", "none")),
     "no_skips_no_shortcut": dict(decoder_ops=("none", "none", "none", "none"), inpaint_mask_ratio=1.0,
                                  decoder_memory_mask_ratio=1.0),
+    # score with moving averages of G's and D's weights (horizon about 200 steps: 3 epochs of D, 6 of G)
+    "ema": dict(ema_decay=0.995),
+    "bf16_ema": dict(precision="bf16", channels_last=True, ema_decay=0.995),
 }
 
 ROW_COLUMNS = ["method", "lever", "seed", "split_seed", "epochs", "kept_epoch", "val_auroc_kept", "test_auroc_kept",
                "val_auroc_last", "test_auroc_last", "train_minutes", "threads", "split_version", "commit",
                "overrides"]
 CURVE_COLUMNS = ["method", "lever", "seed", "split_seed", "epoch", "val_auroc", "val_auroc_recon_err",
-                 "val_auroc_d_real", "d", "recon", "seconds"]
+                 "val_auroc_d_real", "d", "recon", "seconds", "test_auroc", "test_auroc_d_real"]
 #: the columns that identify a row of the table's CSV (and of its curves CSV)
 KEY = ("method", "lever", "seed", "split_seed", "epochs")
 CURVE_KEY = ("method", "lever", "seed", "split_seed", "epoch")
@@ -94,24 +98,40 @@ def _upsert_file(path: Path, columns: list[str], new: list[dict], key: tuple[str
 
 
 def diagnostics(ds, split, cfg):
-    """The epoch callback: validation AUROC of the reconstruction error and of ``-D(x)`` on real images."""
+    """The epoch callback: validation AUROC of the reconstruction error and of ``-D(x)`` on real images, and the
+    development-test AUROC of the score ``-D(G(x))`` and of ``-D(x)``.
+
+    The per-epoch test AUROCs are written to the curves CSV only, so that checkpoint *rules* (arg-max, tolerance,
+    smoothed curve, last epoch) can be compared after the fact on the same run; training never reads them (the
+    kept epoch is chosen on validation alone).
+    """
     import torch
 
     from .. import metrics as M
     from ..methods.squid.generator import to_model_range
 
-    y = ds.labels[split.val]
-    x = to_model_range(torch.from_numpy(ds.as_float(split.val)), cfg.normalize)
+    parts = {name: (ds.labels[idx], to_model_range(torch.from_numpy(ds.as_float(idx)), cfg.normalize))
+             for name, idx in (("val", split.val), ("test", split.test))}
 
     @torch.no_grad()
     def callback(epoch, gen, disc):
-        err, d_real = [], []
-        for i in range(0, len(x), 64):
-            xb = x[i:i + 64]
-            err.append(((xb - gen(xb)["recon"]) ** 2).mean((1, 2, 3)))
-            d_real.append(disc(xb).flatten())
-        return {"val_auroc_recon_err": M.auroc(y, torch.cat(err).numpy()),
-                "val_auroc_d_real": M.auroc(y, -torch.cat(d_real).numpy())}
+        gen.eval()
+        disc.eval()
+        out = {}
+        for name, (y, x) in parts.items():
+            err, d_real, d_fake = [], [], []
+            for i in range(0, len(x), 64):
+                xb = x[i:i + 64]
+                recon = gen(xb)["recon"]
+                err.append(((xb - recon) ** 2).mean((1, 2, 3)))
+                d_real.append(disc(xb).flatten())
+                d_fake.append(disc(recon).flatten())
+            out[f"{name}_auroc_d_real"] = M.auroc(y, -torch.cat(d_real).numpy())
+            if name == "val":
+                out["val_auroc_recon_err"] = M.auroc(y, torch.cat(err).numpy())
+            else:
+                out["test_auroc"] = M.auroc(y, -torch.cat(d_fake).numpy())
+        return out
     return callback
 
 

@@ -92,6 +92,10 @@ class SquidConfig(ConfigRecord):
     eta_min: float = 1e-5
     epochs: int = 200
     batch_size: int = 16
+    ema_decay: float = 0.0  # 0: off (official). Otherwise validation, checkpoints and scoring use an exponential
+    #                         moving average of the generator's and the discriminator's weights, updated after each
+    #                         of their optimiser steps with this decay (buffers, i.e. memory queues and BatchNorm
+    #                         statistics, are copied from the trained networks)
     # -- checkpoint selection ------------------------------------------------------------------
     selection_tolerance: float = 0.0  # keep an epoch when val AUROC > kept - tolerance (0: strict arg-max;
     #                                   official SQUID/CRTSC: 0.005, their "best - 0.5" on a 0-100 scale)
@@ -138,6 +142,8 @@ class SquidConfig(ConfigRecord):
             raise ValueError(f"tscc_w must be >= 0, got {self.tscc_w}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.gen_loss not in GEN_LOSSES:
             raise ValueError(f"gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
 

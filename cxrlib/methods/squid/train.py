@@ -17,6 +17,7 @@ loss term; the last good checkpoint is kept.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from .discriminator import SquidDiscriminator
 from .generator import SquidGenerator, from_model_range, to_model_range
 from .losses import discriminator_loss, generator_loss
 
-__all__ = ["keeps_epoch", "random_affine", "discriminator_logits", "train_step", "fit_squid"]
+__all__ = ["keeps_epoch", "random_affine", "discriminator_logits", "train_step", "WeightEMA", "fit_squid"]
 
 
 def keeps_epoch(val_auroc: float, kept_auroc: float, tolerance: float = 0.0) -> bool:
@@ -148,6 +149,35 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
         terms.update({k: float(v.detach()) for k, v in g_terms.items()})
     return terms
 
+class WeightEMA:
+    """An exponential moving average of a network's weights, the copy that validates and scores
+    (``cfg.ema_decay > 0``; Polyak averaging of GAN weights, Yazıcı et al., ICLR 2019).
+
+    After each optimiser step of the trained network, ``update`` moves every parameter of the copy towards it:
+    ``a <- d·a + (1 - d)·p`` with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the warm-up keeps the
+    random initial weights from dominating the first epochs). Buffers (the in-painting memory queue and its write
+    pointer, BatchNorm statistics) are *copied*, not averaged: a running mean of FIFO queue slots or of an integer
+    pointer is meaningless, which is why ``torch.optim.swa_utils.AveragedModel`` (it averages buffers too or
+    freezes them) is not used.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for a, p in zip(self.model.parameters(), model.parameters()):
+            a.lerp_(p.detach(), 1.0 - d)
+        for a, b in zip(self.model.buffers(), model.buffers()):
+            a.copy_(b)
+
+
 def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, device=None, show_progress=True,
               method: str = "squid", data_source: str = "", log=print, max_epochs: int | None = None,
               epoch_callback=None) -> dict:
@@ -158,6 +188,9 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         ds: :class:`~cxrlib.data.CXRDataset` at ``cfg.image_size``; split: :class:`~cxrlib.data.Split`.
         out_dir: checkpoints go here: ``last.pt`` (every epoch, full state), ``best.pt`` (best validation
             AUROC), ``model.pt`` (the final scorer: best weights + score statistics + validation threshold).
+            With ``cfg.ema_decay > 0`` the weights that validate and that the checkpoints hold under ``gen`` and
+            ``disc`` are the moving averages (:class:`WeightEMA`); ``last.pt`` keeps the trained weights for
+            resuming under ``gen_train`` and ``disc_train``.
         resume: continue from ``out_dir/last.pt`` exactly where it stopped.
         max_epochs: stop after this many epochs in total in this call (for tests and staged runs);
             ``cfg.epochs`` still sets the schedule.
@@ -176,6 +209,10 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=cfg.d_betas)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, T_max=cfg.t_max, eta_min=cfg.eta_min)
+    ema_g = WeightEMA(gen, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema_d = WeightEMA(disc, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    # the networks that validate, are kept and score: the averages when there are any
+    val_gen, val_disc = (ema_g.model, ema_d.model) if ema_g is not None else (gen, disc)
 
     x_train = _images_tensor(ds, split.train, cfg.image_size)
     x_val = _images_tensor(ds, split.val, cfg.image_size)
@@ -197,8 +234,12 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         if state.get("method") != method or stored_cfg != cfg.to_dict() or state.get("seed") != seed:
             raise CheckpointError(f"{last}: was written by another run (method/config/seed differ); "
                                   f"use a new --out folder or the same settings")
-        gen.load_state_dict(state["gen"])
-        disc.load_state_dict(state["disc"])
+        gen.load_state_dict(state.get("gen_train", state["gen"]))
+        disc.load_state_dict(state.get("disc_train", state["disc"]))
+        if ema_g is not None:
+            ema_g.model.load_state_dict(state["gen"])
+            ema_d.model.load_state_dict(state["disc"])
+            ema_g.updates, ema_d.updates = state["ema_updates"]
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         sched.load_state_dict(state["sched"])
@@ -223,6 +264,10 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
             x = to_model_range(x01, cfg.normalize)
             terms = train_step(gen, disc, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0,
                                where=f"epoch {epoch + 1}, iteration {it}", ckpt=last)
+            if ema_d is not None:  # D stepped this iteration, G when it was a G iteration
+                ema_d.update(disc)
+                if it % cfg.n_critic == 0:
+                    ema_g.update(gen)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             if show_progress and it % 5 == 0:
@@ -230,10 +275,10 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         sched.step()
         n_g = math.ceil(n_iter / cfg.n_critic)
         means = {k: v / (n_iter if k == "d" else n_g) for k, v in sums.items()}
-        val_auroc = M.auroc(y_val, -discriminator_logits(gen, disc, x_val, cfg, device=device))
+        val_auroc = M.auroc(y_val, -discriminator_logits(val_gen, val_disc, x_val, cfg, device=device))
         seconds = time.time() - t0  # training and validation; diagnostics below are not counted
         train_seconds += seconds
-        extra = epoch_callback(epoch, gen, disc) if epoch_callback is not None else {}
+        extra = epoch_callback(epoch, val_gen, val_disc) if epoch_callback is not None else {}
         history.append({"epoch": epoch, "val_auroc": val_auroc, "lr": opt_g.param_groups[0]["lr"],
                         "seconds": seconds, **means, **extra})
         # strict arg-max, or the official SQUID/CRTSC tolerance rule: a later epoch within the tolerance of
@@ -241,12 +286,16 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         improved = keeps_epoch(val_auroc, best["auroc"], cfg.selection_tolerance)
         if improved:
             best = {"auroc": val_auroc, "epoch": epoch}
-            atomic_torch_save({"gen": gen.state_dict(), "disc": disc.state_dict(), "epoch": epoch}, best_path)
+            atomic_torch_save({"gen": val_gen.state_dict(), "disc": val_disc.state_dict(), "epoch": epoch},
+                              best_path)
+        trained = ({} if ema_g is None else
+                   {"gen_train": gen.state_dict(), "disc_train": disc.state_dict(),
+                    "ema_updates": (ema_g.updates, ema_d.updates)})
         atomic_torch_save({
             "format": FORMAT_VERSION, "method": method, "cfg": cfg.to_dict(), "seed": seed, "epoch": epoch,
-            "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+            "gen": val_gen.state_dict(), "disc": val_disc.state_dict(), "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(), "sched": sched.state_dict(), "best": best, "history": history,
-            "train_seconds": train_seconds, "data": data_source,
+            "train_seconds": train_seconds, "data": data_source, **trained,
         }, last)
         log(f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items())
             + f"  val AUROC {val_auroc:.3f}{' *' if improved else ''}  ({seconds:.0f} s)")
