@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from . import distributed
 from . import metrics as M
 from .benchmark import CommandError
 from .checkpoint import CheckpointError, TrainingDivergedError
@@ -37,7 +38,13 @@ __all__ = ["build_parser", "main"]
 
 
 def _train(args) -> int:
-    path = method_module(args.method).train_from_args(args)
+    ctx = distributed.context()  # joins the process group under torchrun; one process otherwise
+    try:
+        path = method_module(args.method).train_from_args(args)
+    finally:
+        distributed.shutdown(ctx)
+    if not ctx.is_main:  # rank 0 reports
+        return 0
     if path is None:
         print("stopped before the last epoch; run again with --resume")
     else:

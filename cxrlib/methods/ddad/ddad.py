@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from cxrlib import data as D
+from cxrlib import distributed as dist
 from cxrlib import metrics as M
 from cxrlib.checkpoint import (FORMAT_VERSION, CheckpointError, TrainingDivergedError, atomic_torch_save,
                                matching_model)
@@ -561,24 +562,49 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
         raise DataError("DDAD needs an unlabelled pool: the split has none (use semi_supervised_protocol)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # under torchrun the reconstruction networks are spread over the processes (network i on rank i mod W), each
+    # trained exactly as one process trains it; rank 0 then loads them all and trains ASR-Net
+    ctx = dist.context()
     device = get_device(device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    if not ctx.is_main:
+        log = (lambda rank: lambda m: print(f"[rank {rank}] {m}", flush=True))(ctx.rank)
+        show_progress = False
     names = network_names(cfg.ensemble)
-    if not resume:
+    if not resume and ctx.is_main:
         for n in names + ["model"]:
             (out_dir / f"{n}.pt").unlink(missing_ok=True)
+    dist.barrier(ctx)
     x_normal = _images_tensor(ds, split.train, cfg.image_size).to(device)
     x_udm = _images_tensor(ds, np.concatenate([split.train, split.unlabelled]), cfg.image_size).to(device)
     x_val, y_val = _images_tensor(ds, split.val, cfg.image_size).to(device), ds.labels[split.val]
-    if ndm_from is not None and not ndm_finished(out_dir, cfg.ensemble):
+    if ndm_from is not None and ctx.is_main and not ndm_finished(out_dir, cfg.ensemble):
         reuse_ndm(ndm_from, out_dir, cfg, seed, x_normal, log)
+    dist.barrier(ctx)
     budget = _Budget(max_epochs)
     nets, states = {}, {}
-    for name in names[:-1]:
+    backbones = names[:-1]
+    for name in backbones[ctx.rank::ctx.world]:
         x = x_udm if name.startswith("udm") else x_normal
         nets[name], states[name] = _fit_backbone(name, cfg, x, out_dir / f"{name}.pt", seed, device, show_progress,
                                                  log, budget, x_val, y_val)
         if not states[name]["finished"]:
+            break
+    if ctx.enabled:
+        dist.barrier(ctx)  # every rank's networks are written (finished or stopped by the budget)
+        if not ctx.is_main:
+            return {"finished": all(s["finished"] for s in states.values()), "states": _strip(states),
+                    "train_seconds": sum(s["train_seconds"] for s in states.values())}
+        if not all(_network_finished(out_dir / f"{n}.pt") for n in backbones):
             return {"finished": False, "states": _strip(states)}
+        for name in backbones:  # the other ranks' networks: finished, so this only loads them
+            if name not in nets:
+                x = x_udm if name.startswith("udm") else x_normal
+                nets[name], states[name] = _fit_backbone(name, cfg, x, out_dir / f"{name}.pt", seed, device,
+                                                         False, log, _Budget(None), x_val, y_val)
+    if not all(s["finished"] for s in states.values()) or len(states) < len(backbones):
+        return {"finished": False, "states": _strip(states)}
     udm = [nets[n] for n in names if n.startswith("udm")]
     ndm = [nets[n] for n in names if n.startswith("ndm")]
     for p in (p for n in (*udm, *ndm) for p in n.parameters()):
@@ -587,6 +613,10 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
                                                    show_progress, log, budget)
     return {"finished": states["refine"]["finished"], "states": _strip(states),
             "train_seconds": sum(s["train_seconds"] for s in states.values())}
+
+
+def _network_finished(path: Path) -> bool:
+    return path.exists() and bool(torch.load(path, map_location="cpu", weights_only=False).get("finished"))
 
 
 def ndm_finished(run_dir, ensemble: int = 3) -> bool:
@@ -780,7 +810,7 @@ def train_from_args(args) -> Path | None:
     t0 = time.time()
     summary = fit_ddad(cfg, ds, split, args.out, seed=args.seed, resume=args.resume, device=args.device,
                        show_progress=not args.no_progress, ndm_from=getattr(args, "ndm_from", None))
-    if not summary["finished"]:
+    if not summary["finished"] or not dist.context().is_main:  # under torchrun rank 0 alone finalises
         return None
     print(f"all {len(summary['states'])} networks trained: {summary['train_seconds'] / 60:.1f} min of training "
           f"({(time.time() - t0) / 60:.1f} min in this call)")

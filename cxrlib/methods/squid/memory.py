@@ -23,6 +23,8 @@ import math
 import torch
 from torch import nn
 
+from cxrlib.distributed import all_gather_rows
+
 __all__ = ["topk_address", "MemoryMatrix", "MemoryQueue", "SpaceAwareMemory"]
 
 
@@ -142,7 +144,9 @@ class MemoryQueue(nn.Module):
         """Write the pending batch FIFO at ``write_ptr`` (wrapping around) and advance the pointer."""
         if self._pending is None:
             return
-        values = self._pending.to(device=self.slots.device, dtype=self.slots.dtype)
+        # with several processes each holds a slice of the global batch: every queue writes the whole batch in
+        # rank order, so the queues stay identical across processes (and equal to one process's queue order)
+        values = all_gather_rows(self._pending.to(device=self.slots.device, dtype=self.slots.dtype), dim=-2)
         n_new = values.shape[-2]
         first = self.write_ptr
         if n_new > self.n_slots:

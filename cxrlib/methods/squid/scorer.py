@@ -18,6 +18,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from cxrlib import data as D
+from cxrlib import distributed as dist
 from cxrlib import metrics as M
 from cxrlib.checkpoint import FORMAT_VERSION, atomic_torch_save, matching_model
 from cxrlib.methods import load_scorer
@@ -178,11 +179,12 @@ def train_from_args(args) -> Path:
     source = D.resolve_data(args.profile, args.data)
     ds = D.load(source, size=cfg.image_size)
     split = D.unsupervised_protocol(ds, seed=args.split_seed)
-    print(f"data {source}: {len(ds)} images at {cfg.image_size} px; split (normal, abnormal): "
-          f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
+    if dist.context().is_main:
+        print(f"data {source}: {len(ds)} images at {cfg.image_size} px; split (normal, abnormal): "
+              f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
     summary = fit_squid(cfg, ds, split, args.out, seed=args.seed, resume=args.resume, device=args.device,
                         show_progress=not args.no_progress, method=args.method, data_source=str(source))
-    if not summary["finished"]:
+    if not summary["finished"] or not dist.context().is_main:  # under torchrun rank 0 alone finalises
         return None
     print(f"best epoch {summary['best_epoch'] + 1} (validation AUROC {summary['best_val_auroc']:.3f}); "
           f"{summary['train_minutes']:.1f} min of training")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cxrlib import distributed as dist
 from cxrlib import metrics as M
 from cxrlib.checkpoint import FORMAT_VERSION, CheckpointError, TrainingDivergedError, atomic_torch_save
 from cxrlib.utils import get_device, progress, set_seed
@@ -145,7 +146,7 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        gen.update_memory()
+        dist.unwrap(gen).update_memory()
         terms.update({k: float(v.detach()) for k, v in g_terms.items()})
     return terms
 
@@ -202,10 +203,18 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = dist.context()
     device = get_device(device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    log = log if ctx.is_main else (lambda *_: None)
+    show_progress = show_progress and ctx.is_main
     set_seed(seed)
     gen = SquidGenerator(cfg).to(device)
     disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size, eval_norm=cfg.disc_eval_norm).to(device)
+    # the networks that train: DistributedDataParallel wrappers under torchrun, the networks themselves otherwise
+    gen_t, disc_t = dist.wrap_ddp(gen, ctx, device), dist.wrap_ddp(disc, ctx, device)
+    part = dist.rank_slice(cfg.batch_size, ctx)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=cfg.d_betas)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, T_max=cfg.t_max, eta_min=cfg.eta_min)
@@ -251,7 +260,9 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     n_iter = len(x_train) // cfg.batch_size  # drop the last partial batch (BatchNorm, as the official loader)
     for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
-        torch.manual_seed(seed * 100_003 + epoch)  # all randomness of this epoch follows from (seed, epoch)
+        # all randomness of this epoch follows from (seed, epoch): the global order and augmentation (g) are the
+        # same in every process; the model's own draws (in-painting masks) also depend on the rank
+        torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * ctx.rank)
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(x_train), generator=g)
         gen.train()
@@ -260,9 +271,9 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         bar = progress(range(n_iter), enabled=show_progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for it in bar:
             x01 = x_train[order[it * cfg.batch_size:(it + 1) * cfg.batch_size]]
-            x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g).to(device)
+            x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g)[part].to(device)
             x = to_model_range(x01, cfg.normalize)
-            terms = train_step(gen, disc, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0,
+            terms = train_step(gen_t, disc_t, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0,
                                where=f"epoch {epoch + 1}, iteration {it}", ckpt=last)
             if ema_d is not None:  # D stepped this iteration, G when it was a G iteration
                 ema_d.update(disc)
@@ -275,6 +286,9 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         sched.step()
         n_g = math.ceil(n_iter / cfg.n_critic)
         means = {k: v / (n_iter if k == "d" else n_g) for k, v in sums.items()}
+        if not ctx.is_main:  # rank 0 validates and writes; the others wait for last.pt
+            dist.barrier(ctx)
+            continue
         val_auroc = M.auroc(y_val, -discriminator_logits(val_gen, val_disc, x_val, cfg, device=device))
         seconds = time.time() - t0  # training and validation; diagnostics below are not counted
         train_seconds += seconds
@@ -299,6 +313,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         }, last)
         log(f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items())
             + f"  val AUROC {val_auroc:.3f}{' *' if improved else ''}  ({seconds:.0f} s)")
+        dist.barrier(ctx)
 
     return {"best_epoch": best["epoch"], "best_val_auroc": best["auroc"], "history": history,
             "last": str(last), "best": str(best_path), "train_minutes": train_seconds / 60,

@@ -1,0 +1,136 @@
+"""Training on several processes with PyTorch's own engine: ``torch.distributed``, launched by ``torchrun``.
+
+One process (plain ``python -m cxrlib train ...``) is the default and is unchanged: :func:`context` then reports
+``world == 1`` and nothing here does anything. Under ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` and the rendezvous address) :func:`context` joins the process group once, with the ``nccl``
+backend when CUDA is available and ``gloo`` otherwise, and gives each process its device (``cuda:LOCAL_RANK``).
+
+How the methods use it (the rules a reader of a multi-process run needs):
+
+* **Global batch.** ``batch_size`` in a config is the *global* batch: each of the ``W`` processes takes a
+  contiguous ``batch_size / W`` slice of it (:func:`rank_slice`). Every process draws the same global order and
+  augmentation from the run's seed, so the images seen per step are those of the one-process run; gradients are
+  averaged by ``DistributedDataParallel``, so the learning rate needs no rescaling.
+* **Per-rank seeds.** Randomness inside the model (the in-painting mask) is seeded with ``seed`` and the rank,
+  so processes do not draw the same masks for different images; rank 0 draws what one process draws.
+* **BatchNorm.** On CUDA it is converted to ``SyncBatchNorm`` (statistics of the global batch, as one process
+  computes them). On CPU PyTorch has no ``SyncBatchNorm``: each process normalises with its local slice, so a
+  multi-process CPU run is close to, not identical with, the one-process run (the test states how close).
+* **Rank 0 alone** logs, validates and writes checkpoints (atomically); the others wait at a barrier and every
+  rank resumes from the same ``last.pt``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["DistContext", "context", "launched", "rank_slice", "all_gather_rows", "barrier", "broadcast_float",
+           "wrap_ddp", "shutdown", "unwrap"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: ``rank`` of ``world`` processes, ``local_rank`` on its node, ``backend``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs, validates and writes."""
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """True under ``torchrun`` with more than one process (``WORLD_SIZE > 1``)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def context() -> DistContext:
+    """This process's :class:`DistContext`, joining the process group on first use under ``torchrun``."""
+    if not launched():
+        return DistContext()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+                       dist.get_backend())
+
+
+def rank_slice(n: int, ctx: DistContext) -> slice:
+    """The contiguous part of a global batch of ``n`` that rank ``ctx.rank`` takes; ``n`` must divide evenly."""
+    if n % ctx.world:
+        raise ValueError(f"batch size {n} does not divide among {ctx.world} processes")
+    b = n // ctx.world
+    return slice(ctx.rank * b, (ctx.rank + 1) * b)
+
+
+def all_gather_rows(t, dim: int = -2):
+    """Concatenate ``t`` from every rank along ``dim``, in rank order (so rank slices come back as the global
+    batch); ``t`` itself when there is one process. Every rank must call it with the same shape."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def broadcast_float(value: float, ctx: DistContext) -> float:
+    """Rank 0's ``value`` on every rank (e.g. a validation AUROC only rank 0 computed)."""
+    if not ctx.enabled:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wrap_ddp(module, ctx: DistContext, device):
+    """``module`` wrapped in ``DistributedDataParallel`` (BatchNorm synchronised on CUDA); unchanged for one
+    process."""
+    if not ctx.enabled:
+        return module
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return DistributedDataParallel(module, device_ids=[device.index])
+    return DistributedDataParallel(module)
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group. No barrier: rank 0 may still be finalising (scoring statistics, ASR-Net) long
+    after the others are done, and ``torchrun`` waits for every process anyway."""
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def unwrap(module):
+    """The network inside a ``DistributedDataParallel`` wrapper (or the network itself)."""
+    return getattr(module, "module", module)
