@@ -30,6 +30,7 @@ from .benchmark import CommandError
 from .checkpoint import CheckpointError, TrainingDivergedError
 from .data import DataError
 from .methods import available_methods, load_scorer, method_module
+from .precision import PRECISIONS
 from .reproduce import run_notebooks
 from .tables import TABLES
 from .utils import PROFILES, atomic_write_bytes, atomic_write_json, repo_root
@@ -38,6 +39,8 @@ __all__ = ["build_parser", "main"]
 
 
 def _train(args) -> int:
+    if args.precision and args.method in ("patchcore", "wscxr"):
+        raise ValueError(f"--precision: {args.method} trains no network (its backbone is fixed)")
     ctx = distributed.context()  # joins the process group under torchrun; one process otherwise
     try:
         path = method_module(args.method).train_from_args(args)
@@ -146,6 +149,10 @@ def build_parser(method: str | None = None, table: str = "main") -> argparse.Arg
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    t.add_argument("--precision", choices=(*PRECISIONS, "auto"), default=None,
+                   help="training arithmetic of the trained networks (squid, simsid, crtsc, ddad): fp32, bf16, fp16 "
+                        "(with gradient scaling) or auto (bf16 where the GPU supports it, fp16 on other GPUs, "
+                        "fp32 on CPU); default: the profile's")
     t.add_argument("--no-progress", action="store_true")
     if method in methods and hasattr(method_module(method), "add_train_arguments"):
         method_module(method).add_train_arguments(t.add_argument_group(f"{method} options"))

@@ -302,3 +302,13 @@ def test_cli_overrides_reach_the_config():
     assert cfg.epochs == ddad.ddad_config("cpu").epochs and cfg.precision == "bf16"
     assert ddad._config_from_args(build_parser("ddad").parse_args(
         ["train", "--method", "ddad", "--profile", "cpu", "--out", "x"])).batch_size == 64
+
+
+def test_fp16_training_with_gradient_scaling_finishes(tmp_path, tiny_data):
+    ds, split = tiny_data
+    cfg = tiny_cfg(precision="fp16", ensemble=2, refine_epochs=1)
+    out = ddad.fit_ddad(cfg, ds, split, tmp_path, seed=0, show_progress=False, log=lambda *_: None)
+    assert out["finished"]
+    for name in ddad.network_names(2):
+        net = torch.load(tmp_path / f"{name}.pt", weights_only=False)["net"]
+        assert all(torch.isfinite(v).all() for v in net.values() if v.is_floating_point()), name

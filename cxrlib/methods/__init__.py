@@ -16,7 +16,7 @@ module provides
     trains on the development split of ``args.data`` (the data layer's protocol for the method, seeded by
     ``args.split_seed``), writes atomic checkpoints under ``args.out`` and finally ``args.out/model.pt``,
     and returns that path. ``args`` always has ``method, data, profile, seed, split_seed, out, resume,
-    epochs, device, no_progress``;
+    epochs, device, precision, no_progress``;
 ``scorer_from_checkpoint(ck, path, device)``
     the scorer of a loaded ``model.pt`` dict ``ck``: an object with ``method``, ``image_size``,
     ``threshold`` (chosen on validation), ``meta`` (a dict holding at least ``split_seed``),

@@ -49,6 +49,8 @@ import torch
 from cxrlib import data as D
 from cxrlib import distributed as dist
 from cxrlib import metrics as M
+from cxrlib import precision as P
+from cxrlib.precision import PRECISIONS
 from cxrlib.checkpoint import (FORMAT_VERSION, CheckpointError, TrainingDivergedError, atomic_torch_save,
                                matching_model)
 from cxrlib.data import DataError
@@ -104,8 +106,9 @@ class DDADConfig(ConfigRecord):
     refine_mid: int = 128
     anomaly_prob: float = 0.5
     focal_gamma: float = 2.0
-    #: training arithmetic: ``fp32`` (the official code) or ``bf16`` (autocast mixed precision: weights, optimiser
-    #: state and every loss stay fp32; convolutions and linear maps run in bfloat16). Scoring is always fp32.
+    #: training arithmetic (:mod:`cxrlib.precision`): ``fp32`` (the official code), ``bf16`` (autocast mixed
+    #: precision: weights, optimiser state and every loss stay fp32; convolutions and linear maps run in bfloat16)
+    #: or ``fp16`` (autocast with a gradient scaler, for GPUs without fast bf16). Scoring is always fp32.
     precision: str = "fp32"
     #: train with NHWC tensors (oneDNN's preferred layout on CPU); the same network, a faster memory layout.
     channels_last: bool = False
@@ -121,8 +124,8 @@ class DDADConfig(ConfigRecord):
             raise ValueError(f"refine_input={self.refine_input!r}: 'dual' ([inter, intra]) or 'intra'")
         if self.ensemble < 2:
             raise ValueError(f"ensemble={self.ensemble}: the intra-discrepancy needs at least 2 networks")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision={self.precision!r}: 'fp32' or 'bf16'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: one of {', '.join(PRECISIONS)}")
 
 
     def replace(self, **overrides) -> "DDADConfig":
@@ -275,7 +278,7 @@ def _ensemble_outputs(udm_nets, ndm_nets, x, batch_size: int = 64):
 
 def _train_context(cfg: DDADConfig, device):
     """The autocast context of a training forward pass (a no-op in fp32)."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return P.autocast(cfg.precision, torch.device(device).type)
 
 
 def _layout(t, cfg: DDADConfig):
@@ -407,6 +410,7 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
     torch.manual_seed(_net_seed(seed, name))
     net = _layout(_build(cfg).to(device), cfg)
     opt = _adam(net.parameters(), cfg.lr, cfg.betas, cfg.weight_decay)
+    scaler = P.grad_scaler(cfg.precision, torch.device(device).type)  # fp16 only; its scale restarts on resume
     n_iter = len(x_train) // cfg.batch_size  # the official loader drops the last partial batch (BatchNorm)
     if n_iter == 0:
         raise ValueError(f"{what}: {len(x_train)} training images, fewer than one batch of {cfg.batch_size}")
@@ -434,8 +438,7 @@ def _fit_backbone(name, cfg, x_train, path, seed, device, show_progress, log, bu
             _check_finite({**terms, "total": float(loss.detach())},
                           f"{what}, epoch {epoch + 1}, iteration {it}", path)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            P.backward_step(loss, opt, scaler)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
         return {k: v / n_iter for k, v in sums.items()}
@@ -470,6 +473,7 @@ def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progr
     torch.manual_seed(_net_seed(seed, name))
     net = _layout(_build_refine(cfg).to(device), cfg)
     opt = _adam(net.parameters(), cfg.refine_lr, cfg.betas, cfg.refine_weight_decay)
+    scaler = P.grad_scaler(cfg.precision, torch.device(device).type)
     bs = cfg.refine_batch_size
     n_iter = len(x_train) // bs
     if n_iter == 0:
@@ -492,8 +496,7 @@ def _fit_refine(cfg, udm_nets, ndm_nets, x_train, path, seed, device, show_progr
             loss = focal_loss(logits.float(), mask[sl], cfg.focal_gamma)
             _check_finite({"focal": float(loss.detach())}, f"{what}, epoch {epoch + 1}, iteration {it}", path)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            P.backward_step(loss, opt, scaler)
             total += float(loss.detach())
         return {"focal": total / n_iter}
 
@@ -793,7 +796,9 @@ def _config_from_args(args) -> DDADConfig:
                        anomaly_rate=getattr(args, "anomaly_rate", None),
                        refine_input=getattr(args, "refine_input", None),
                        refine_epochs=getattr(args, "refine_epochs", None),
-                       batch_size=getattr(args, "batch_size", None), epochs=args.epochs)
+                       batch_size=getattr(args, "batch_size", None), epochs=args.epochs,
+                       precision=(P.resolve(args.precision, get_device(args.device))
+                                  if getattr(args, "precision", None) else None))
 
 
 def train_from_args(args) -> Path | None:

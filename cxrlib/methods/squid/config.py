@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...checkpoint import ConfigRecord
+from ...precision import PRECISIONS
 
 __all__ = ["SquidConfig", "PRESETS", "preset", "squid_config", "squid_filters", "NORMALIZE_MODES", "CRM_PLACES",
            "GEN_LOSSES", "DECODER_OPS", "PRECISIONS", "MAX_LEVELS"]
@@ -21,7 +22,6 @@ NORMALIZE_MODES = ("zero_one", "tanh")
 CRM_PLACES = ("none", "paper", "first_conv")  # CRTSC channel recalibration: where it goes (see SquidGenerator)
 GEN_LOSSES = ("bce", "kl")  # adversarial generator term (see cxrlib.methods.squid.losses)
 DECODER_OPS = ("concat", "none")
-PRECISIONS = ("fp32", "bf16")
 MAX_LEVELS = 5  # the official filter list has 6 entries, enough for 5 downsamplings
 
 
@@ -79,8 +79,9 @@ class SquidConfig(ConfigRecord):
     # -- optimisation --------------------------------------------------------------------------
     n_critic: int = 2  # a generator step every n_critic discriminator steps
     shared_forward: bool = False  # SimSID: one generator forward per iteration serves the D and G steps
-    precision: str = "fp32"  # training arithmetic: "fp32" (official) or "bf16" (autocast; weights, optimiser
-    #                          state, memory queues and losses stay fp32). Scoring is always fp32.
+    precision: str = "fp32"  # training arithmetic (cxrlib.precision): "fp32" (official), "bf16" (autocast) or
+    #                          "fp16" (autocast + gradient scaling); weights, optimiser state, memory queues and
+    #                          losses stay fp32. Scoring is always fp32.
     channels_last: bool = False  # NHWC memory format for the training forward passes (faster convs on CPU)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)

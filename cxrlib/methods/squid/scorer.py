@@ -20,6 +20,7 @@ from scipy.ndimage import gaussian_filter
 from cxrlib import data as D
 from cxrlib import distributed as dist
 from cxrlib import metrics as M
+from cxrlib import precision as P
 from cxrlib.checkpoint import FORMAT_VERSION, atomic_torch_save, matching_model
 from cxrlib.methods import load_scorer
 from cxrlib.utils import get_device, repo_root
@@ -174,6 +175,8 @@ def _crtsc_overrides(args) -> dict:
 def train_from_args(args) -> Path:
     """``python -m cxrlib train --method squid|simsid|crtsc``: see :mod:`cxrlib.methods` for the contract."""
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    if getattr(args, "precision", None):
+        overrides["precision"] = P.resolve(args.precision, get_device(args.device))
     overrides.update(_crtsc_overrides(args))
     cfg = squid_config(args.method, args.profile, **overrides)
     source = D.resolve_data(args.profile, args.data)

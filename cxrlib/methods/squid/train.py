@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from cxrlib import distributed as dist
 from cxrlib import metrics as M
+from cxrlib import precision as P
 from cxrlib.checkpoint import FORMAT_VERSION, CheckpointError, TrainingDivergedError, atomic_torch_save
 from cxrlib.utils import get_device, progress, set_seed
 
@@ -106,18 +107,31 @@ def _check_finite(terms: dict, where: str, ckpt: Path | None):
 
 
 def _autocast(cfg, x: torch.Tensor):
-    """bf16 autocast of a training forward pass (``cfg.precision == "bf16"``); a no-op in fp32."""
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    """The autocast context of a training forward pass (bf16 or fp16, :mod:`cxrlib.precision`); a no-op in fp32."""
+    return P.autocast(cfg.precision, x.device.type)
 
 
-def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", ckpt: Path | None = None) -> dict:
+def _backward_step(loss, opt, scaler) -> None:
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        P.backward_step(loss, opt, scaler)
+
+
+def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", ckpt: Path | None = None,
+               scalers=None) -> dict:
     """One SQUID/SimSID iteration on a batch ``x`` (``(B, 1, S, S)``, already in the model's range).
 
     D step always; G step (and the memory-queue update) when ``g_step``. With ``cfg.shared_forward`` one
     generator forward serves both (SimSID); otherwise the D step runs its own forward without a graph and the
     G step a fresh one (official SQUID). CRTSC's terms (KL, TSCC) enter through ``cfg``. Returns the loss terms as floats. Raises
-    :class:`TrainingDivergedError` on a non-finite term, before any optimiser step with it.
+    :class:`TrainingDivergedError` on a non-finite term, before any optimiser step with it. ``scalers``: the
+    ``(discriminator, generator)`` ``torch.amp.GradScaler`` pair that fp16 needs (:func:`cxrlib.precision.grad_scaler`).
     """
+    if cfg.precision == "fp16" and scalers is None:
+        raise ValueError("precision 'fp16' needs gradient scalers: pass scalers=(scaler_d, scaler_g)")
+    scaler_d, scaler_g = scalers if scalers is not None else (None, None)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     # on iterations without a G step no graph is kept through the generator (no wasted backward memory)
@@ -129,8 +143,7 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     loss_d = discriminator_loss(d_real.float(), d_fake.float(), cfg.d_w)
     _check_finite({"discriminator": loss_d}, where, ckpt)
     opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
+    _backward_step(loss_d, opt_d, scaler_d)
     terms = {"d": float(loss_d.detach())}
     if g_step:
         with _autocast(cfg, x):
@@ -144,8 +157,7 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
         loss_g, g_terms = generator_loss(out, x, d_fake_g.float(), cfg, d_real_logits=d_real.detach().float())
         _check_finite({"generator total": loss_g, **g_terms}, where, ckpt)
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        _backward_step(loss_g, opt_g, scaler_g)
         dist.unwrap(gen).update_memory()
         terms.update({k: float(v.detach()) for k, v in g_terms.items()})
     return terms
@@ -218,12 +230,15 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=cfg.d_betas)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, T_max=cfg.t_max, eta_min=cfg.eta_min)
+    scalers = (P.grad_scaler(cfg.precision, device.type), P.grad_scaler(cfg.precision, device.type))
     ema_g = WeightEMA(gen, cfg.ema_decay) if cfg.ema_decay > 0 else None
     ema_d = WeightEMA(disc, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # the networks that validate, are kept and score: the averages when there are any
     val_gen, val_disc = (ema_g.model, ema_d.model) if ema_g is not None else (gen, disc)
 
     x_train = _images_tensor(ds, split.train, cfg.image_size)
+    if device.type == "cuda":  # a development split fits in GPU memory (1k images at 128 px: 64 MB): no copies
+        x_train = x_train.to(device)
     x_val = _images_tensor(ds, split.val, cfg.image_size)
     y_val = ds.labels[split.val]
     if len(x_train) < cfg.batch_size:
@@ -252,6 +267,8 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         sched.load_state_dict(state["sched"])
+        for scaler, saved in zip(scalers, state.get("scalers", ())):
+            scaler.load_state_dict(saved)
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         train_seconds = state.get("train_seconds", 0.0)
         log(f"resumed from {last} at epoch {start_epoch}")
@@ -271,10 +288,11 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         bar = progress(range(n_iter), enabled=show_progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for it in bar:
             x01 = x_train[order[it * cfg.batch_size:(it + 1) * cfg.batch_size]]
-            x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g)[part].to(device)
+            x01 = x01.to(device)
+            x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g)[part]
             x = to_model_range(x01, cfg.normalize)
             terms = train_step(gen_t, disc_t, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0,
-                               where=f"epoch {epoch + 1}, iteration {it}", ckpt=last)
+                               where=f"epoch {epoch + 1}, iteration {it}", ckpt=last, scalers=scalers)
             if ema_d is not None:  # D stepped this iteration, G when it was a G iteration
                 ema_d.update(disc)
                 if it % cfg.n_critic == 0:
@@ -310,6 +328,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
             "gen": val_gen.state_dict(), "disc": val_disc.state_dict(), "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(), "sched": sched.state_dict(), "best": best, "history": history,
             "train_seconds": train_seconds, "data": data_source, **trained,
+            **({"scalers": [sc.state_dict() for sc in scalers]} if cfg.precision == "fp16" else {}),
         }, last)
         log(f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items())
             + f"  val AUROC {val_auroc:.3f}{' *' if improved else ''}  ({seconds:.0f} s)")
