@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["DistContext", "context", "launched", "rank_slice", "all_gather_rows", "barrier", "broadcast_float",
+__all__ = ["DistContext", "context", "launched", "local_device", "shard_bounds", "gather_shards", "rank_slice", "all_gather_rows", "barrier", "broadcast_float",
            "wrap_ddp", "shutdown", "unwrap"]
 
 
@@ -66,6 +66,37 @@ def context() -> DistContext:
         dist.init_process_group(backend)
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
                        dist.get_backend())
+
+
+def local_device(device, ctx: DistContext):
+    """``device``, or under ``torchrun`` on CUDA this process's GPU (``cuda:LOCAL_RANK``)."""
+    import torch
+
+    device = torch.device(device)
+    return torch.device("cuda", ctx.local_rank) if ctx.enabled and device.type == "cuda" else device
+
+
+def gather_shards(shard, n_total: int):
+    """The per-rank contiguous shards of an ``(n_total, ...)`` tensor (from :func:`shard_bounds`), concatenated
+    in rank order on every rank. Shards may differ in length by one; they are padded for ``all_gather``."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return shard
+    world = dist.get_world_size()
+    bounds = shard_bounds(n_total, world)
+    longest = max(bounds[r + 1] - bounds[r] for r in range(world))
+    pad = torch.zeros((longest, *shard.shape[1:]), dtype=shard.dtype, device=shard.device)
+    pad[:len(shard)] = shard
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(parts, pad)
+    return torch.cat([parts[r][:bounds[r + 1] - bounds[r]] for r in range(world)])
+
+
+def shard_bounds(n: int, world: int) -> list[int]:
+    """``world + 1`` boundaries splitting ``range(n)`` into contiguous shards whose lengths differ by at most 1."""
+    return [n * r // world for r in range(world + 1)]
 
 
 def rank_slice(n: int, ctx: DistContext) -> slice:

@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py MODE OUT [--max-epochs N] [--resume]
 
-Modes: ``squid`` trains a tiny SimSID with :func:`fit_squid`; ``replicas`` runs a few SQUID iterations on
+Modes: ``patchcore`` builds a quick-profile PatchCore bank (random backbone) with features extracted in shards;
+``squid`` trains a tiny SimSID with :func:`fit_squid`; ``replicas`` runs a few SQUID iterations on
 DistributedDataParallel networks and writes, per rank, a fingerprint of its replica (weights, memory queues);
 ``ddad`` trains a tiny DDAD ensemble with :func:`fit_ddad`. Every rank writes ``OUT/report_rank{R}.json``.
 """
@@ -75,7 +76,7 @@ def replicas(ctx, frozen_bn: bool):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["squid", "replicas", "ddad"])
+    ap.add_argument("mode", choices=["squid", "replicas", "ddad", "patchcore"])
     ap.add_argument("out", type=Path)
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
@@ -95,6 +96,14 @@ def main():
         report["finished"] = bool(summary["finished"])
     elif args.mode == "replicas":
         report.update(replicas(ctx, args.frozen_bn))
+    elif args.mode == "patchcore":
+        from cxrlib.methods.patchcore.patchcore import PATCHCORE_PROFILES, fit_patchcore
+
+        ds = D.load("embedded")
+        split = D.unsupervised_protocol(ds, seed=0)
+        settings = {**PATCHCORE_PROFILES["quick"], "weights": "random"}
+        path = fit_patchcore(ds, split, args.out, settings, seed=0, **quiet)
+        report["wrote"] = path is not None
     else:
         from cxrlib.methods.ddad.ddad import fit_ddad
 

@@ -95,3 +95,20 @@ def test_ddad_networks_spread_over_processes_equal_one_process(tmp_path):
         a = torch.load(tmp_path / "one" / f"{name}.pt", weights_only=False)["net"]
         b = torch.load(tmp_path / "two" / f"{name}.pt", weights_only=False)["net"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_patchcore_feature_extraction_sharded_over_processes_builds_the_same_bank(tmp_path):
+    """Each rank extracts a contiguous shard of the images, every rank gathers all the features in order, and rank
+    0 alone builds the bank and writes model.pt: the same bank and threshold as one process."""
+    one = _run("patchcore", tmp_path / "one", procs=1)[0]
+    r0, r1 = _run("patchcore", tmp_path / "two")
+    assert one["wrote"] and r0["wrote"] and not r1["wrote"]
+    a = torch.load(tmp_path / "one" / "model.pt", weights_only=False)
+    b = torch.load(tmp_path / "two" / "model.pt", weights_only=False)
+    assert a["bank"].shape == b["bank"].shape and torch.allclose(a["bank"], b["bank"], atol=1e-5)
+    assert a["threshold"] == pytest.approx(b["threshold"], abs=1e-5)
+
+
+def test_gather_shards_bounds():
+    assert distributed.shard_bounds(10, 3) == [0, 3, 6, 10]
+    assert distributed.shard_bounds(2, 2) == [0, 1, 2]

@@ -568,9 +568,7 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
     # under torchrun the reconstruction networks are spread over the processes (network i on rank i mod W), each
     # trained exactly as one process trains it; rank 0 then loads them all and trains ASR-Net
     ctx = dist.context()
-    device = get_device(device)
-    if ctx.enabled and device.type == "cuda":
-        device = torch.device("cuda", ctx.local_rank)
+    device = dist.local_device(get_device(device), ctx)
     if not ctx.is_main:
         log = (lambda rank: lambda m: print(f"[rank {rank}] {m}", flush=True))(ctx.rank)
         show_progress = False

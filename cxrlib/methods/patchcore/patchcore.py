@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from cxrlib import data as D
+from cxrlib import distributed as dist
 from cxrlib import metrics as M
 from cxrlib.checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save
 from cxrlib.features import DEFAULT_LAYERS, WEIGHTS, PatchFeatures
-from cxrlib.utils import progress, set_seed
+from cxrlib.utils import get_device, progress, set_seed
 
 __all__ = ["PATCHCORE_PROFILES", "DATA_SIZE", "nn_distances", "greedy_coreset", "covering_radius", "patch_maps",
            "extract_features", "PatchScorer", "PatchCoreScorer", "profile_settings", "make_extractor", "finalize",
@@ -52,7 +53,8 @@ def nn_distances(query: torch.Tensor, bank: torch.Tensor, k: int = 1, query_chun
     """L2 distances of every query row to its ``k`` nearest bank rows, in chunks.
 
     Memory is bounded by one ``query_chunk × bank_chunk`` distance block (plus the running top-k), whatever
-    the sizes of ``query`` and ``bank``.
+    the sizes of ``query`` and ``bank``. The bank may live on another device than the queries (e.g. a bank in CPU
+    memory that does not fit the GPU): each chunk is copied to the queries' device when it is used.
 
     Args:
         query: ``(n, D)``; bank: ``(m, D)``.
@@ -68,7 +70,7 @@ def nn_distances(query: torch.Tensor, bank: torch.Tensor, k: int = 1, query_chun
         best_d = torch.full((len(q), 0), float("inf"), dtype=q.dtype, device=q.device)
         best_i = torch.zeros((len(q), 0), dtype=torch.long, device=q.device)
         for b0 in range(0, len(bank), bank_chunk):
-            d = torch.cdist(q, bank[b0:b0 + bank_chunk])
+            d = torch.cdist(q, bank[b0:b0 + bank_chunk].to(q.device, non_blocking=True))
             kk = min(k, d.shape[1])
             dv, di = torch.topk(d, kk, dim=1, largest=False)
             best_d, sel = torch.topk(torch.cat([best_d, dv], 1), min(k, best_d.shape[1] + kk), dim=1, largest=False)
@@ -140,7 +142,7 @@ def extract_features(fx: PatchFeatures, images, cache_dir=None, show_progress: b
     """``fx.extract(images)``, cached under ``cache_dir`` (when given) by a hash of the extractor's settings,
     the torch version and the image bytes, so repeated runs on the same split skip the backbone."""
     if cache_dir is None:
-        return fx.extract(images, show_progress=show_progress, desc=desc)
+        return _extract_sharded(fx, images, show_progress, desc)
     a = np.ascontiguousarray(np.asarray(images))
     h = hashlib.sha1(json.dumps(fx.config(), sort_keys=True).encode() + torch.__version__.encode())
     h.update(str(a.shape).encode() + a.dtype.str.encode())
@@ -148,9 +150,23 @@ def extract_features(fx: PatchFeatures, images, cache_dir=None, show_progress: b
     path = Path(cache_dir) / f"{h.hexdigest()[:20]}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
-    feats = fx.extract(a, show_progress=show_progress, desc=desc)
-    atomic_torch_save(feats, path)
+    feats = _extract_sharded(fx, a, show_progress, desc)
+    if dist.context().is_main:
+        atomic_torch_save(feats, path)
     return feats
+
+
+def _extract_sharded(fx: PatchFeatures, images, show_progress: bool, desc: str) -> torch.Tensor:
+    """``fx.extract(images)``; under ``torchrun`` each rank extracts a contiguous shard and every rank receives
+    all the features in the original order (:func:`cxrlib.distributed.gather_shards`)."""
+    ctx = dist.context()
+    n = len(images)
+    if not ctx.enabled or n < ctx.world:
+        return fx.extract(images, show_progress=show_progress, desc=desc)
+    bounds = dist.shard_bounds(n, ctx.world)
+    mine = fx.extract(images[bounds[ctx.rank]:bounds[ctx.rank + 1]], show_progress=show_progress and ctx.is_main,
+                      desc=desc)
+    return dist.gather_shards(mine.to(fx.device) if hasattr(fx, "device") else mine, n).cpu()
 
 
 # ------------------------------------------------------------------------------------------------ scorers
@@ -230,7 +246,7 @@ def profile_settings(profile: str, args=None, table: dict | None = None) -> dict
 def make_extractor(settings: dict, device=None) -> PatchFeatures:
     """The :class:`PatchFeatures` of a settings dict (``backbone``, ``layer``, ``weights``, ``image_size``)."""
     return PatchFeatures(backbone=settings["backbone"], layer=settings["layer"], weights=settings["weights"],
-                         image_size=settings["image_size"], device=device)
+                         image_size=settings["image_size"], device=dist.local_device(get_device(device), dist.context()))
 
 
 def finalize(scorer: PatchScorer, ds, split, out_dir, record: dict, threshold_rule: str = "max_acc",
@@ -265,19 +281,22 @@ def normal_features(fx, ds, split, max_normal, seed, feature_cache, show_progres
 
 
 def fit_patchcore(ds, split, out_dir, settings: dict, seed: int = 0, device=None,
-                  show_progress: bool = True, feature_cache=None, data_source: str = "", log=print) -> Path:
-    """Build the memory bank from ``split.train`` and write ``out_dir/model.pt``."""
+                  show_progress: bool = True, feature_cache=None, data_source: str = "", log=print) -> Path | None:
+    """Build the memory bank from ``split.train`` and write ``out_dir/model.pt``. Under ``torchrun`` the ranks
+    extract the features together and rank 0 alone builds the bank and writes (the others return ``None``)."""
     set_seed(seed)
     t0 = time.time()
     fx = make_extractor(settings, device)
     log(f"features: {fx.label}; {settings['image_size']} px input -> {fx.grid[0]}x{fx.grid[1]} grid of {fx.dim}-d")
     train, feats = normal_features(fx, ds, split, settings.get("max_normal"), seed, feature_cache, show_progress)
+    val_feats = extract_features(fx, ds.images[split.val], feature_cache, show_progress, "features (val)")
+    if not dist.context().is_main:  # under torchrun the ranks shared the feature extraction; rank 0 goes on alone
+        return None
     flat = feats.reshape(-1, fx.dim)
     idx = greedy_coreset(flat, settings["coreset_ratio"], seed=seed, show_progress=show_progress)
     bank = flat[idx].clone()
     log(f"memory bank: {len(bank)} of {len(flat)} patch features (coreset ratio {settings['coreset_ratio']})")
     scorer = PatchCoreScorer(fx, bank, ds.size, settings["n_neighbors"])
-    val_feats = extract_features(fx, ds.images[split.val], feature_cache, show_progress, "features (val)")
     record = {"bank": bank, "n_neighbors": settings["n_neighbors"], "settings": settings, "seed": seed,
               "data": data_source, "n_train_images": int(len(train)), "train_seconds": time.time() - t0}
     return finalize(scorer, ds, split, out_dir, record, val_scores=scorer.score_features(val_feats))
@@ -320,6 +339,8 @@ def train_from_args(args) -> Path:
           f"{ {k: v for k, v in split.summary(ds.labels).items() if sum(v)} }")
     path = fit_patchcore(ds, split, args.out, settings, seed=args.seed, device=args.device,
                          show_progress=not args.no_progress, feature_cache=args.feature_cache, data_source=str(source))
+    if path is None:  # a rank other than 0 under torchrun
+        return None
     ck = torch.load(path, map_location="cpu", weights_only=False)
     print(f"validation AUROC {ck['val_metrics']['auroc']:.3f}; {ck['train_seconds'] / 60:.1f} min; {ck['backbone_label']}")
     return path

@@ -216,9 +216,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = dist.context()
-    device = get_device(device)
-    if ctx.enabled and device.type == "cuda":
-        device = torch.device("cuda", ctx.local_rank)
+    device = dist.local_device(get_device(device), ctx)
     log = log if ctx.is_main else (lambda *_: None)
     show_progress = show_progress and ctx.is_main
     set_seed(seed)

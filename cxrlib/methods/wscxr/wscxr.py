@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from cxrlib import data as D
+from cxrlib import distributed
 from cxrlib import metrics as M
 from cxrlib.checkpoint import CheckpointError, TrainingDivergedError
 from cxrlib.methods.patchcore.patchcore import (PatchScorer, checkpoint_meta, extract_features,
@@ -136,9 +137,10 @@ class WscxrScorer(PatchScorer):
 
 def fit_wscxr(ds, split, out_dir, settings: dict, seed: int = 0, mining: bool = True,
               mixing: bool = True, device=None, show_progress: bool = True, feature_cache=None,
-              data_source: str = "", log=print) -> Path:
+              data_source: str = "", log=print) -> Path | None:
     """Train WSCXR on ``split.train`` (normals) and ``split.train_abnormal`` (the K anomalies), choose the
-    meta-epoch and the threshold on ``split.val``, and write ``out_dir/model.pt``."""
+    meta-epoch and the threshold on ``split.val``, and write ``out_dir/model.pt``. Under ``torchrun`` the ranks
+    extract the features together and rank 0 alone trains and writes (the others return ``None``)."""
     if len(split.train_abnormal) == 0:
         raise ValueError("WSCXR needs labelled anomaly images: use --k K with K >= 1")
     set_seed(seed)
@@ -149,6 +151,8 @@ def fit_wscxr(ds, split, out_dir, settings: dict, seed: int = 0, mining: bool = 
     train, f_norm = normal_features(fx, ds, split, s.get("max_normal"), seed, feature_cache, show_progress)
     f_abn = extract_features(fx, ds.images[split.train_abnormal], None, show_progress, "features (anomalies)")
     f_val = extract_features(fx, ds.images[split.val], feature_cache, show_progress, "features (val)")
+    if not distributed.context().is_main:  # under torchrun the ranks shared the feature extraction; rank 0 goes on alone
+        return None
     flat_n, flat_a = f_norm.reshape(-1, fx.dim), f_abn.reshape(-1, fx.dim)
     bank = flat_n[greedy_coreset(flat_n, s["normal_ratio"], seed=seed, show_progress=show_progress)]
     if mining:
@@ -229,6 +233,8 @@ def train_from_args(args) -> Path:
     path = fit_wscxr(ds, split, args.out, settings, seed=args.seed, mining=not args.no_mining,
                      mixing=not args.no_mixing, device=args.device, show_progress=not args.no_progress,
                      feature_cache=args.feature_cache, data_source=str(source))
+    if path is None:  # a rank other than 0 under torchrun
+        return None
     ck = torch.load(path, map_location="cpu", weights_only=False)
     print(f"validation AUROC {ck['val_metrics']['auroc']:.3f}; {ck['train_seconds'] / 60:.1f} min; {ck['backbone_label']}")
     return path
