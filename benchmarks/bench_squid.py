@@ -49,7 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_model, measure_in_subprocess  # noqa: E402
 OFFICIAL_URL = "https://github.com/tiangexiang/SQUID"
 CONFIGS = ("full", "cpu", "quick")
-IMPLEMENTATIONS = ("ours", "official")
+#: "ours-bf16": ours with the bf16 autocast and channels-last training of the squid-levers study's ``bf16`` lever
+#: (training only: scoring is always fp32, so its inference is ours)
+IMPLEMENTATIONS = ("ours", "ours-bf16", "official")
 BATCH = 16
 KIB_PER_GIB = 1024 ** 2
 
@@ -190,13 +192,13 @@ def prepare_official(source: str | None, dest: Path) -> str:
 # worker: one measurement in this (fresh) process
 # ---------------------------------------------------------------------------------------------
 
-def _build_ours(config: str):
+def _build_ours(config: str, bf16: bool = False):
     import torch
 
     from cxrlib.methods.squid.config import squid_config
     from cxrlib.methods.squid.generator import build_models, parameter_report
 
-    cfg = squid_config("squid", config)
+    cfg = squid_config("squid", config, **(dict(precision="bf16", channels_last=True) if bf16 else {}))
     gen, disc = build_models(cfg)
     # fit_squid's optimisers
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -328,8 +330,8 @@ def run_worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     impl, config, iterations = spec["implementation"], spec["config"], spec["iterations"]
-    if impl == "ours":
-        cfg, gen, disc, opt_g, opt_d, params = _build_ours(config)
+    if impl.startswith("ours"):
+        cfg, gen, disc, opt_g, opt_d, params = _build_ours(config, bf16=impl == "ours-bf16")
         size, n_critic = cfg.image_size, cfg.n_critic
     else:
         # settings come from the parent, so that this process imports nothing of cxrlib
@@ -340,7 +342,7 @@ def run_worker(spec: dict) -> dict:
     result = {"params": params}
 
     if spec["mode"] == "train":
-        if impl == "ours":
+        if impl.startswith("ours"):
             from cxrlib.methods.squid.train import train_step
 
         gen.train()
@@ -353,7 +355,7 @@ def run_worker(spec: dict) -> dict:
             seconds = []
             for _ in range(n_critic):
                 t0 = time.perf_counter()
-                if impl == "ours":
+                if impl.startswith("ours"):
                     train_step(gen, disc, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0)
                 else:
                     _official_iteration(gen, disc, opt_g, opt_d, x, it, s)
@@ -436,7 +438,7 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
                ("peak_gib_infer", "peak memory, inference (GiB)")]
     configs = list(dict.fromkeys(r["config"] for r in rows))
     impls = list(dict.fromkeys(r["implementation"] for r in rows))
-    colors = {"ours": "tab:blue", "official": "tab:orange"}
+    colors = {"ours": "tab:blue", "ours-bf16": "tab:cyan", "official": "tab:orange"}
     width = 0.8 / max(len(impls), 1)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.4))
     for ax, (key, panel_title) in zip(axes, metrics):
@@ -536,9 +538,11 @@ def main(argv=None) -> int:
             cfg = squid_config("squid", config)
             for impl in impls:
                 st = None
-                if impl == "ours":
+                if impl.startswith("ours"):
                     note = ("one generator forward shared by the D and G steps" if cfg.shared_forward
                             else "official loop (separate D and G forwards)")
+                    if impl == "ours-bf16":
+                        note += "; training in bf16 autocast, channels-last (inference fp32)"
                 else:
                     try:
                         st = official_settings_for(config)
