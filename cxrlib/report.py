@@ -256,6 +256,13 @@ def issue23_section(root, profile: str) -> list[str]:
                   f"curves: [`results/{curves_rel}`]({curves_rel}) (commits {_commits(rows)}).", "",
                   levers.markdown(lever_csv).rstrip("\n"), "",
                   f"![validation AUROC per epoch per lever](../figures/squid_levers_{profile}.png)", ""]
+        rules = SL.selection_markdown(lever_csv)
+        if rules:
+            parts += ["### Checkpoint rules, compared on the same runs", "",
+                      "For the runs whose curves record each epoch's development-test AUROC (a diagnostic: training "
+                      "never reads it), the epoch each rule keeps from the validation curve and the test AUROC "
+                      "there: " + "; ".join(f"**{k}**: {v}" for k, v in SL.RULES.items()) + ".", "",
+                      rules.rstrip("\n"), ""]
     sharp = root / "results" / profile / DIAGNOSTICS["sharpness_confound"][0]
     if sharp.exists():
         rel = sharp.relative_to(root / "results").as_posix()

@@ -344,3 +344,34 @@ def test_squid_levers_diagnostics_report_validation_and_test_columns():
     out = SL.diagnostics(ds, split, cfg)(0, gen.eval(), disc.eval())
     assert set(out) == set(SL.CURVE_COLUMNS[6:8]) | set(SL.CURVE_COLUMNS[-2:])
     assert all(0.0 <= v <= 1.0 for v in out.values())
+
+
+def test_squid_levers_checkpoint_rules():
+    val = [0.5, 0.70, 0.60, 0.698, 0.65, 0.69]
+    assert SL.rule_epoch(val, "arg-max") == 1
+    assert SL.rule_epoch(val, "tolerance 0.005") == 3  # 0.698 > 0.70 - 0.005, then nothing within 0.005 of it
+    assert SL.rule_epoch(val, "smoothed (3)") == 4  # (0.698 + 0.65 + 0.69) / 3 is the best window
+    assert SL.rule_epoch(val, "last") == 5
+    with pytest.raises(ValueError):
+        SL.rule_epoch(val, "oracle")
+
+
+def test_squid_levers_selection_rules_from_curves(tmp_path):
+    out = tmp_path / "squid_levers.csv"
+    rows = [{"method": "squid", "lever": "bf16", "seed": s, "split_seed": 0, "epochs": 3, "kept_epoch": 2,
+             "val_auroc_kept": 0.7, "test_auroc_kept": 0.6, "val_auroc_last": 0.6, "test_auroc_last": 0.5,
+             "train_minutes": 1.0, "threads": 1, "split_version": "patient-v2", "commit": "abc", "overrides": "{}"}
+            for s in (0, 1)]
+    curves = [{"method": "squid", "lever": "bf16", "seed": s, "split_seed": 0, "epoch": e + 1,
+               "val_auroc": v, "test_auroc": t}
+              for s in (0, 1) for e, (v, t) in enumerate(zip((0.5, 0.7, 0.6), (0.4, 0.8, 0.9)))]
+    SL._upsert_file(out, SL.ROW_COLUMNS, rows, SL.KEY)
+    SL._upsert_file(SL.curves_path(out), SL.CURVE_COLUMNS, curves, SL.CURVE_KEY)
+    res = {r["rule"]: r for r in SL.selection_rules(out)}
+    assert res["arg-max"]["kept_epochs"] == [2, 2] and list(res["arg-max"]["test_auroc"]) == [0.8, 0.8]
+    assert res["last"]["kept_epochs"] == [3, 3] and list(res["last"]["test_auroc"]) == [0.9, 0.9]
+    md = SL.selection_markdown(out)
+    assert "| squid | bf16 | 3 | arg-max | 2, 2 | 80.0, 80.0 | 80.0 ± 0.0 |" in md
+    # a run whose curves lack the per-epoch test AUROC is left out
+    SL._upsert_file(SL.curves_path(out), SL.CURVE_COLUMNS, [{**curves[0], "test_auroc": ""}], SL.CURVE_KEY)
+    assert SL.selection_rules(out) == [] and SL.selection_markdown(out) == ""

@@ -34,7 +34,8 @@ from .. import benchmark as B
 from ..utils import repo_root
 
 __all__ = ["LEVERS", "ROW_COLUMNS", "CURVE_COLUMNS", "KEY", "CURVE_KEY", "PROFILE", "curves_path", "read_csv",
-           "diagnostics", "run_lever", "add_arguments", "run", "summarize", "markdown", "draw"]
+           "diagnostics", "run_lever", "add_arguments", "run", "summarize", "markdown", "draw", "RULES",
+           "rule_epoch", "selection_rules", "selection_markdown"]
 
 #: lever name -> SquidConfig overrides on top of the method's cpu profile
 LEVERS: dict[str, dict] = {
@@ -275,6 +276,80 @@ def markdown(csv_path) -> str:
                      f"{_pct(s['test_auroc_kept'])} | {_pct(s['test_auroc_last'])} | {_pct(s['val_auroc_last'])} | "
                      f"{_pct_mean(s['val_auroc_recon_err'])} | {_pct_mean(s['val_auroc_d_real'])} | "
                      f"{s['train_minutes'].mean():.1f} | {', '.join(s['threads'])} |")
+    return "\n".join(lines) + "\n"
+
+
+#: checkpoint rules compared after the fact on the per-epoch curves (validation chooses, test only reports)
+RULES = {
+    "arg-max": "the epoch of the highest validation AUROC (strict arg-max, this profile's rule)",
+    "tolerance 0.005": "the official SQUID rule: a later epoch within 0.5 AUROC points of the kept one replaces it",
+    "smoothed (3)": "arg-max of the validation AUROC averaged over the epoch and its two neighbours",
+    "last": "the last epoch",
+}
+
+
+def rule_epoch(val: list[float], rule: str) -> int:
+    """The index of the epoch that ``rule`` (a key of :data:`RULES`) keeps, given the validation AUROC per epoch."""
+    from ..methods.squid.train import keeps_epoch
+
+    v = np.asarray(val, float)
+    if rule == "arg-max":
+        return int(np.argmax(v))  # the first maximum, as the strict '>' of training keeps it
+    if rule == "tolerance 0.005":
+        kept, best = 0, -1.0
+        for e, a in enumerate(v):
+            if keeps_epoch(a, best, 0.005):
+                kept, best = e, a
+        return kept
+    if rule == "smoothed (3)":
+        padded = np.concatenate([v[:1], v, v[-1:]])
+        return int(np.argmax(np.convolve(padded, np.ones(3) / 3, mode="valid")))
+    if rule == "last":
+        return len(v) - 1
+    raise ValueError(f"unknown rule {rule!r}; choose from {list(RULES)}")
+
+
+def selection_rules(csv_path) -> list[dict]:
+    """Per (method, lever, epochs) of the current rows whose curves carry a per-epoch test AUROC: for each rule of
+    :data:`RULES`, the kept epoch per seed and the development-test AUROC there (means and stds over seeds)."""
+    rows = _current(read_csv(csv_path))
+    curves = read_csv(curves_path(csv_path))
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["lever"], r["split_seed"], r["epochs"]), []).append(r)
+    for (method, lever, split_seed, epochs), rs in groups.items():
+        runs = []
+        for r in sorted(rs, key=lambda r: int(r["seed"])):
+            pts = sorted((int(c["epoch"]), c) for c in curves
+                         if (c["method"], c["lever"], c["seed"], c["split_seed"]) == (method, lever, r["seed"], split_seed)
+                         and int(c["epoch"]) <= int(epochs))
+            if len(pts) != int(epochs) or any(c.get("test_auroc", "") in ("", None) for _, c in pts):
+                break
+            runs.append((int(r["seed"]), [float(c["val_auroc"]) for _, c in pts],
+                         [float(c["test_auroc"]) for _, c in pts]))
+        else:
+            for rule in RULES:
+                kept = [rule_epoch(val, rule) for _, val, _ in runs]
+                test = np.array([t[e] for (_, _, t), e in zip(runs, kept)])
+                out.append({"method": method, "lever": lever, "split_seed": int(split_seed), "epochs": int(epochs),
+                            "rule": rule, "seeds": [s for s, _, _ in runs], "kept_epochs": [e + 1 for e in kept],
+                            "test_auroc": test})
+    return out
+
+
+def selection_markdown(csv_path) -> str:
+    """:func:`selection_rules` as a Markdown table (AUROC in %, mean ± std over seeds); '' when no run has a
+    per-epoch test AUROC."""
+    rules = selection_rules(csv_path)
+    if not rules:
+        return ""
+    lines = ["| method | lever | epochs | rule | kept epoch per seed | test AUROC per seed | test AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rules:
+        lines.append(f"| {r['method']} | {r['lever']} | {r['epochs']} | {r['rule']} | "
+                     f"{', '.join(map(str, r['kept_epochs']))} | "
+                     f"{', '.join(f'{100 * t:.1f}' for t in r['test_auroc'])} | {_pct(r['test_auroc'])} |")
     return "\n".join(lines) + "\n"
 
 
