@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import cpu_model  # noqa: E402
+from measure import cpu_model, measure_in_subprocess  # noqa: E402
 
 #: (processes, threads per process) measured for each workload
 SETTINGS = ((1, 1), (1, 2), (2, 1))
@@ -78,12 +79,18 @@ def _worker_ddad(spec, ctx):
     cfg = ddad.ddad_config("cpu", epochs=spec["ddad_epochs"], refine_epochs=spec["ddad_epochs"], n_unlabelled=100)
     ds = D.load("embedded", size=cfg.image_size)
     split = D.semi_supervised_protocol(ds, cfg.n_unlabelled, cfg.anomaly_rate, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(os.environ.get("BENCH_DDP_DIR", tmp))
-        distributed.barrier(ctx)
-        t0 = time.perf_counter()
-        ddad.fit_ddad(cfg, ds, split, out, seed=0, show_progress=False, log=lambda *_: None)
-        seconds = time.perf_counter() - t0  # rank 0: its networks, the wait for the others, then ASR-Net
+    # every rank writes into one run folder: rank 0 creates it and tells the others
+    box = [tempfile.mkdtemp(prefix="bench_ddp_") if ctx.is_main else None]
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(box, src=0)
+    distributed.barrier(ctx)
+    t0 = time.perf_counter()
+    ddad.fit_ddad(cfg, ds, split, Path(box[0]), seed=0, show_progress=False, log=lambda *_: None)
+    seconds = time.perf_counter() - t0  # rank 0: its networks, the wait for the others, then ASR-Net
+    if ctx.is_main:
+        shutil.rmtree(box[0], ignore_errors=True)
     return {"seconds": seconds, "networks": 2 * cfg.ensemble + 1, "epochs_per_network": spec["ddad_epochs"]}
 
 
@@ -103,21 +110,9 @@ def worker(spec: dict, out: Path) -> None:
 
 def measure(spec: dict, timeout: float) -> dict:
     """One (workload, processes, threads) in fresh processes; rank 0's result or ``{"error": ...}``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), BENCH_DDP_DIR=tmp,
-                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                     f"--nproc_per_node={spec['procs']}"] if spec["procs"] > 1 else [sys.executable])
-        cmd = [*launcher, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if proc.returncode != 0 or not out.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()
-            return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
-        return json.loads(out.read_text())
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={spec['procs']}"]
+                if spec["procs"] > 1 else None)
+    return measure_in_subprocess(__file__, spec, timeout, {"OMP_NUM_THREADS": str(spec["threads"])}, launcher)
 
 
 def markdown(report: dict) -> str:

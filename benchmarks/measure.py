@@ -19,14 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure_in_subprocess(script, spec: dict, timeout: float, env: dict | None = None) -> dict:
+def measure_in_subprocess(script, spec: dict, timeout: float, env: dict | None = None,
+                          launcher: list[str] | None = None) -> dict:
     """Run ``python script --worker json(spec) --worker-out FILE`` from the repository root with ``cxrlib``
-    importable (and ``env`` added to the environment); its JSON result or ``{"error": ...}``."""
+    importable (and ``env`` added to the environment); its JSON result or ``{"error": ...}``. ``launcher``
+    replaces ``python`` (e.g. ``python -m torch.distributed.run --nproc_per_node=2``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         full_env = dict(os.environ, **(env or {}),
                         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
+        cmd = [*(launcher or [sys.executable]), str(Path(script).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
         try:
             proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
