@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "cxrlib"
 #: the shared core: every method builds on these, so they must not depend on any method
 CORE = ("cxrlib.data", "cxrlib.patching", "cxrlib.features", "cxrlib.metrics", "cxrlib.utils", "cxrlib.checkpoint",
-        "cxrlib.image_stats")
+        "cxrlib.image_stats", "cxrlib.distributed", "cxrlib.precision")
 METHODS = "cxrlib.methods"
 #: the upper layers, top first: a module may import the modules of its own layer and of the layers below, never of
 #: one above (the command line drives the results page, which draws the results tables, which run the benchmark's
