@@ -231,6 +231,35 @@ def fidelity_reading(path) -> str:
             "sharpness table above), so a blurring generator reconstructs them about as well as normal ones.\n")
 
 
+def lever_reading(lever_csv, metrics_csv) -> str:
+    """What the lever rows say against the profile itself: for each (method, lever, epochs) on split 0, its
+    development-test AUROC at the kept epoch beside the main table's rows of the same method, profile and seeds
+    (the profile without the lever), and how far validation was from test at the kept epochs."""
+    main = [r for r in B.current_rows(B.read_rows(metrics_csv)) if r.get("data") != "phantoms"
+            and str(r.get("split_seed")) == "0"]
+    rows = SL._current(SL.read_csv(lever_csv))
+    parts = []
+    for s in SL.summarize(lever_csv):
+        if s["split_seed"] != 0:
+            continue
+        base = {int(r["seed"]): float(r["auroc"]) for r in main if r["method"] == s["method"]}
+        same = [base[k] for k in s["seeds"] if k in base]
+        gap = [float(r["val_auroc_kept"]) - float(r["test_auroc_kept"]) for r in rows
+               if (r["method"], r["lever"], r["epochs"]) == (s["method"], s["lever"], str(s["epochs"]))]
+        text = (f"**{s['lever']}**, {s['epochs']} epochs ({len(s['seeds'])} seed{'s' * (len(s['seeds']) > 1)}): "
+                f"{SL._pct(s['test_auroc_kept'])} at the kept epochs")
+        if len(same) == len(s["seeds"]):
+            text += (f" against {SL._pct(np.array(same))} for the `{SL.PROFILE}` profile's {s['method']} rows of the "
+                     f"same seeds in the main table")
+        text += (f"; the last epoch gives {SL._pct(s['test_auroc_last'])}; validation exceeded test at the kept "
+                 f"epoch by {100 * np.mean(gap):+.1f} points on average; {s['train_minutes'].mean():.1f} training "
+                 f"minutes per run (torch threads: {', '.join(s['threads'])})")
+        parts.append(text)
+    if not parts:
+        return ""
+    return "**Reading.** " + ". ".join(parts) + "."
+
+
 def issue23_section(root, profile: str) -> list[str]:
     """The results page's section on issue #23 (the SQUID family at the ``cpu`` budget): the
     lever table (:mod:`cxrlib.tables.squid_levers`) and its figure, the sharpness check and the score-vs-fidelity
@@ -255,6 +284,8 @@ def issue23_section(root, profile: str) -> list[str]:
                   f"are means over seeds, from the curves CSV). `{command}`. Rows: [`results/{rel}`]({rel}), "
                   f"curves: [`results/{curves_rel}`]({curves_rel}) (commits {_commits(rows)}).", "",
                   levers.markdown(lever_csv).rstrip("\n"), "",
+                  *([reading, ""] if (reading := lever_reading(lever_csv, root / "results" / profile / "metrics.csv"))
+                    else []),
                   f"![validation AUROC per epoch per lever](../figures/squid_levers_{profile}.png)", ""]
         rules = SL.selection_markdown(lever_csv)
         if rules:

@@ -88,3 +88,23 @@ def test_issue23_section_shows_what_exists(tmp_path):
     assert "--table squid-levers" in section and "(cpu/squid_levers.csv)" in section
     assert "(cpu/squid_levers_curves.csv)" in section and "../figures/squid_levers_cpu.png" in section
     assert section.index("lever") < section.index("sharpness")
+
+
+def test_lever_reading_compares_with_the_main_table(tmp_path):
+    from cxrlib import benchmark as B
+    from cxrlib import report
+    from cxrlib.tables import squid_levers as SL
+
+    lev = tmp_path / "squid_levers.csv"
+    rows = [{"method": "squid", "lever": "bf16", "seed": s, "split_seed": 0, "epochs": 50, "kept_epoch": 40,
+             "val_auroc_kept": v, "test_auroc_kept": t, "val_auroc_last": 0.7, "test_auroc_last": 0.7,
+             "train_minutes": 20.0, "threads": 1, "split_version": report.SPLIT_VERSION, "commit": "abc",
+             "overrides": "{}"} for s, v, t in ((0, 0.86, 0.84), (1, 0.84, 0.86))]
+    SL._upsert_file(lev, SL.ROW_COLUMNS, rows, SL.KEY)
+    metrics = tmp_path / "metrics.csv"
+    B.write_rows(metrics, [{**{c: "" for c in B.METRICS_COLUMNS}, "method": "squid", "variant": "official", "seed": s,
+                            "split_seed": 0, "data": "zhanglab128_train.npz", "profile": "cpu", "auroc": a,
+                            "split_version": report.SPLIT_VERSION} for s, a in ((0, 0.70), (1, 0.80))], B.METRICS_COLUMNS)
+    text = report.lever_reading(lev, metrics)
+    assert "**bf16**, 50 epochs (2 seeds): 85.0 ± 1.4 at the kept epochs against 75.0 ± 7.1" in text
+    assert "by +0.0 points" in text

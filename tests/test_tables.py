@@ -371,7 +371,9 @@ def test_squid_levers_selection_rules_from_curves(tmp_path):
     assert res["arg-max"]["kept_epochs"] == [2, 2] and list(res["arg-max"]["test_auroc"]) == [0.8, 0.8]
     assert res["last"]["kept_epochs"] == [3, 3] and list(res["last"]["test_auroc"]) == [0.9, 0.9]
     md = SL.selection_markdown(out)
-    assert "| squid | bf16 | 3 | arg-max | 2, 2 | 80.0, 80.0 | 80.0 ± 0.0 |" in md
-    # a run whose curves lack the per-epoch test AUROC is left out
+    assert "| squid | bf16 | 3 | 0, 1 | arg-max | 2, 2 | 80.0, 80.0 | 80.0 ± 0.0 |" in md
+    # a run whose curves lack the per-epoch test AUROC is left out, and so is a group with no such run
     SL._upsert_file(SL.curves_path(out), SL.CURVE_COLUMNS, [{**curves[0], "test_auroc": ""}], SL.CURVE_KEY)
+    assert {r["rule"]: r["seeds"] for r in SL.selection_rules(out)}["last"] == [1]
+    SL._upsert_file(SL.curves_path(out), SL.CURVE_COLUMNS, [{**curves[3], "test_auroc": ""}], SL.CURVE_KEY)
     assert SL.selection_rules(out) == [] and SL.selection_markdown(out) == ""

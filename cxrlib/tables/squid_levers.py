@@ -310,8 +310,9 @@ def rule_epoch(val: list[float], rule: str) -> int:
 
 
 def selection_rules(csv_path) -> list[dict]:
-    """Per (method, lever, epochs) of the current rows whose curves carry a per-epoch test AUROC: for each rule of
-    :data:`RULES`, the kept epoch per seed and the development-test AUROC there (means and stds over seeds)."""
+    """Per (method, lever, epochs) of the current rows, over the seeds whose curves carry a per-epoch test AUROC
+    (runs from before that column existed are left out): for each rule of :data:`RULES`, the kept epoch per seed
+    and the development-test AUROC there (means and stds over those seeds)."""
     rows = _current(read_csv(csv_path))
     curves = read_csv(curves_path(csv_path))
     out = []
@@ -325,10 +326,10 @@ def selection_rules(csv_path) -> list[dict]:
                          if (c["method"], c["lever"], c["seed"], c["split_seed"]) == (method, lever, r["seed"], split_seed)
                          and int(c["epoch"]) <= int(epochs))
             if len(pts) != int(epochs) or any(c.get("test_auroc", "") in ("", None) for _, c in pts):
-                break
+                continue  # a run from before the curves recorded the test AUROC
             runs.append((int(r["seed"]), [float(c["val_auroc"]) for _, c in pts],
                          [float(c["test_auroc"]) for _, c in pts]))
-        else:
+        if runs:
             for rule in RULES:
                 kept = [rule_epoch(val, rule) for _, val, _ in runs]
                 test = np.array([t[e] for (_, _, t), e in zip(runs, kept)])
@@ -344,10 +345,10 @@ def selection_markdown(csv_path) -> str:
     rules = selection_rules(csv_path)
     if not rules:
         return ""
-    lines = ["| method | lever | epochs | rule | kept epoch per seed | test AUROC per seed | test AUROC |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | lever | epochs | seeds | rule | kept epoch per seed | test AUROC per seed | test AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rules:
-        lines.append(f"| {r['method']} | {r['lever']} | {r['epochs']} | {r['rule']} | "
+        lines.append(f"| {r['method']} | {r['lever']} | {r['epochs']} | {', '.join(map(str, r['seeds']))} | {r['rule']} | "
                      f"{', '.join(map(str, r['kept_epochs']))} | "
                      f"{', '.join(f'{100 * t:.1f}' for t in r['test_auroc'])} | {_pct(r['test_auroc'])} |")
     return "\n".join(lines) + "\n"
