@@ -225,7 +225,7 @@ def test_cpu_profile_is_the_official_recipe_in_mixed_precision():
     # every other setting (epochs, batches, learning rates, widths, pool) is the official one
     assert cpu.replace(precision="fp32", channels_last=False) == full
     with pytest.raises(ValueError, match="precision"):
-        ddad.ddad_config("full", precision="fp16")
+        ddad.ddad_config("full", precision="fp8")
 
 
 def test_bf16_training_keeps_fp32_weights_and_scores_like_fp32(tmp_path, tiny_data):
