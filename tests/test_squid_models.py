@@ -491,7 +491,7 @@ def test_bf16_training_step_keeps_fp32_state_and_tracks_fp32(channels_last):
 
 def test_precision_is_validated():
     with pytest.raises(ValueError, match="precision"):
-        small("squid", precision="fp16")
+        small("squid", precision="fp8")
 
 
 def test_discriminator_eval_norm_per_image_is_the_official_batch_of_one_train_mode():
