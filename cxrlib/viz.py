@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["set_style", "show_images", "overlay", "plot_roc", "plot_score_histograms", "plot_score_distributions",
-           "plot_auroc_bars", "plot_cost_quality", "plot_ranking_across_splits", "save_figure"]
+           "plot_auroc_bars", "plot_cost_quality", "plot_ranking_across_splits", "plot_patch_grid",
+           "plot_channel_weights", "plot_channel_activations", "save_figure"]
 
 
 def set_style() -> None:
@@ -229,6 +230,110 @@ def plot_ranking_across_splits(summary: list[dict], ax=None, title: str = "ranki
     ax.set(ylabel="AUROC (%)", title=title)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax.figure
+
+
+def plot_patch_grid(image, num_patch: int, finer: int = 4):
+    """Notebook 01's picture of :func:`cxrlib.patching.patchify`: the image with its ``num_patch × num_patch`` grid
+    and the patch order, the patches side by side as the batch ``patchify`` makes, and a ``finer × finer`` grid.
+
+    Args:
+        image: ``(1, 1, S, S)`` tensor in [0, 1].
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .patching import patch_positions, patchify
+
+    size = image.shape[-1]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    axes[0].imshow(_grey(image[0, 0]), cmap="gray")
+    for k in range(1, num_patch):
+        axes[0].axhline(k * size / num_patch - 0.5, color="yellow")
+        axes[0].axvline(k * size / num_patch - 0.5, color="yellow")
+    for p, (r, c) in enumerate(patch_positions(num_patch)):
+        axes[0].text((c + 0.5) * size / num_patch, (r + 0.5) * size / num_patch, str(p), color="yellow",
+                     ha="center", fontsize=14)
+    axes[0].set_title(f"{num_patch}x{num_patch} grid, patch order")
+    patches = patchify(image, num_patch)
+    axes[1].imshow(torch.cat(list(patches[:, 0]), dim=1), cmap="gray")
+    axes[1].set_title("the patches as a batch")
+    fine = patchify(image, finer)
+    axes[2].imshow(torch.cat([torch.cat(list(fine[r * finer:(r + 1) * finer, 0]), 1) for r in range(finer)], 0),
+                   cmap="gray")
+    axes[2].set_title(f"{finer}x{finer} grid")
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_weights(weights, labels, order=None):
+    """Notebook 02's view of the learned channel recalibration (CRM) weights: left, ``weight - 1/2`` per test image
+    (normal rows above the white line, pneumonia below) and channel; right, its mean per class.
+
+    Args:
+        weights: ``(N, C)`` CRM weights per image; labels: ``(N,)`` 0 normal / 1 pneumonia; order: the channel
+            order (default: by mean weight).
+    """
+    import matplotlib.pyplot as plt
+
+    weights, labels = np.asarray(weights), np.asarray(labels)
+    order = np.argsort(weights.mean(0)) if order is None else order
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    rows = np.concatenate([np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)])
+    dev = weights - 0.5  # what training has changed: the block starts at sigmoid(0) = 1/2
+    lim = np.abs(dev).max() + 1e-12
+    im = axes[0].imshow(dev[rows][:, order], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    axes[0].axhline((labels == 0).sum() - 0.5, color="w", lw=1)
+    axes[0].set(xlabel="channel (sorted by mean weight)", ylabel="test image (normal above the line, pneumonia below)",
+                title="CRM weight - 1/2, per image and channel")
+    fig.colorbar(im, ax=axes[0])
+    axes[1].plot(dev[labels == 0].mean(0)[order], label="normal", lw=1)
+    axes[1].plot(dev[labels == 1].mean(0)[order], label="pneumonia", lw=1)
+    axes[1].axhline(0, color="0.5", ls=":", label="initialisation")
+    axes[1].set(xlabel="channel (same order)", ylabel="mean weight - 1/2", title="mean weight by class")
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_activations(before, after, image: int, weights, order, num_patch: int, n_show: int = 3,
+                             title: str = "one image: channel energy"):
+    """Notebook 02's features before and after the CRM for one image: the mean ``|activation|`` per channel
+    (in ``order``), then the ``n_show`` most amplified and most damped channels' bottleneck maps, the patches put
+    back on the image grid, before and after (one colour scale per channel, the "before" map's).
+
+    Args:
+        before, after: ``(N * P, C, h, h)`` bottlenecks in :func:`cxrlib.patching.patchify` order
+            (``P = num_patch ** 2`` rows per image); image: which image; weights: ``(C,)`` its CRM weights.
+    """
+    import matplotlib.pyplot as plt
+
+    P, h = num_patch ** 2, before.shape[-1]
+
+    def on_grid(t, ch):
+        maps = t[image * P:(image + 1) * P, ch].reshape(num_patch, num_patch, h, h)
+        return maps.permute(0, 2, 1, 3).reshape(num_patch * h, num_patch * h).numpy()
+
+    weights = np.asarray(weights)
+    strong, weak = np.argsort(-weights)[:n_show], np.argsort(weights)[:n_show]
+    fig = plt.figure(figsize=(12, 5.5))
+    ax = fig.add_subplot(2, 1, 1)
+    for t, colour, alpha, label in ((before, "0.7", 1.0, "before CRM"), (after, "C1", 0.8, "after CRM")):
+        energy = t[image * P:(image + 1) * P].abs().mean((0, 2, 3)).numpy()
+        ax.bar(np.arange(len(energy)), energy[order], color=colour, alpha=alpha, label=label)
+    ax.set(xlabel="channel (sorted by mean weight)", ylabel="mean |activation|", title=title)
+    ax.legend()
+    cols = 4 * n_show
+    for k, ch in enumerate(list(strong) + list(weak)):
+        lim = np.abs(on_grid(before, ch)).max() + 1e-8
+        for j, (t, tag) in enumerate(((before, "before"), (after, "after"))):
+            axk = fig.add_subplot(2, cols, cols + 1 + 2 * k + j)
+            axk.imshow(on_grid(t, ch), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axk.set_title(f"ch {ch} {tag}\nw={weights[ch]:.2f}", fontsize=7)
+            axk.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig, name: str, fig_dir="../figures") -> Path:
