@@ -246,7 +246,7 @@ def lever_reading(lever_csv, metrics_csv) -> str:
         same = [base[k] for k in s["seeds"] if k in base]
         gap = [float(r["val_auroc_kept"]) - float(r["test_auroc_kept"]) for r in rows
                if (r["method"], r["lever"], r["epochs"]) == (s["method"], s["lever"], str(s["epochs"]))]
-        text = (f"**{s['lever']}**, {s['epochs']} epochs ({len(s['seeds'])} seed{'s' * (len(s['seeds']) > 1)}): "
+        text = (f"**{s['method']}, {s['lever']}**, {s['epochs']} epochs ({len(s['seeds'])} seed{'s' * (len(s['seeds']) > 1)}): "
                 f"{SL._pct(s['test_auroc_kept'])} at the kept epochs")
         if len(same) == len(s["seeds"]):
             text += (f" against {SL._pct(np.array(same))} for the `{SL.PROFILE}` profile's {s['method']} rows of the "

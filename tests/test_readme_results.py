@@ -106,5 +106,5 @@ def test_lever_reading_compares_with_the_main_table(tmp_path):
                             "split_seed": 0, "data": "zhanglab128_train.npz", "profile": "cpu", "auroc": a,
                             "split_version": report.SPLIT_VERSION} for s, a in ((0, 0.70), (1, 0.80))], B.METRICS_COLUMNS)
     text = report.lever_reading(lev, metrics)
-    assert "**bf16**, 50 epochs (2 seeds): 85.0 ± 1.4 at the kept epochs against 75.0 ± 7.1" in text
+    assert "**squid, bf16**, 50 epochs (2 seeds): 85.0 ± 1.4 at the kept epochs against 75.0 ± 7.1" in text
     assert "by +0.0 points" in text
