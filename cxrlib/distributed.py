@@ -21,6 +21,7 @@ How the methods use it (the rules a reader of a multi-process run needs):
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -63,7 +64,9 @@ def context() -> DistContext:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        # rank 0 may work alone for long (ASR-Net, a coreset, scoring statistics) while the others wait at the
+        # closing barrier of shutdown(); a failed rank still ends the run at once, since torchrun stops them all
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=12))
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
                        dist.get_backend())
 
@@ -153,12 +156,13 @@ def wrap_ddp(module, ctx: DistContext, device):
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group. No barrier: rank 0 may still be finalising (scoring statistics, ASR-Net) long
-    after the others are done, and ``torchrun`` waits for every process anyway."""
+    """Leave the process group, after a barrier: a rank that tears its connections down while rank 0 still uses
+    the group (finalising alone) can abort ("terminate called without an active exception")."""
     if ctx.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
