@@ -80,17 +80,13 @@ def _worker_ddad(spec, ctx):
     ds = D.load("embedded", size=cfg.image_size)
     split = D.semi_supervised_protocol(ds, cfg.n_unlabelled, cfg.anomaly_rate, seed=0)
     # every rank writes into one run folder: rank 0 creates it and tells the others
-    box = [tempfile.mkdtemp(prefix="bench_ddp_") if ctx.is_main else None]
-    if ctx.enabled:
-        import torch.distributed as dist
-
-        dist.broadcast_object_list(box, src=0)
+    run = distributed.broadcast_object(tempfile.mkdtemp(prefix="bench_ddp_") if ctx.is_main else None, ctx)
     distributed.barrier(ctx)
     t0 = time.perf_counter()
-    ddad.fit_ddad(cfg, ds, split, Path(box[0]), seed=0, show_progress=False, log=lambda *_: None)
+    ddad.fit_ddad(cfg, ds, split, Path(run), seed=0, show_progress=False, log=lambda *_: None)
     seconds = time.perf_counter() - t0  # rank 0: its networks, the wait for the others, then ASR-Net
     if ctx.is_main:
-        shutil.rmtree(box[0], ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
     return {"seconds": seconds, "networks": 2 * cfg.ensemble + 1, "epochs_per_network": spec["ddad_epochs"]}
 
 

@@ -25,7 +25,7 @@ import datetime
 import os
 from dataclasses import dataclass
 
-__all__ = ["DistContext", "context", "launched", "local_device", "shard_bounds", "gather_shards", "rank_slice", "all_gather_rows", "barrier", "broadcast_float",
+__all__ = ["DistContext", "context", "launched", "local_device", "shard_bounds", "gather_shards", "rank_slice", "all_gather_rows", "barrier", "broadcast_object",
            "wrap_ddp", "shutdown", "unwrap"]
 
 
@@ -83,17 +83,15 @@ def gather_shards(shard, n_total: int):
     """The per-rank contiguous shards of an ``(n_total, ...)`` tensor (from :func:`shard_bounds`), concatenated
     in rank order on every rank. Shards may differ in length by one; they are padded for ``all_gather``."""
     import torch
-    import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = _world_size()
+    if world == 1:
         return shard
-    world = dist.get_world_size()
     bounds = shard_bounds(n_total, world)
     longest = max(bounds[r + 1] - bounds[r] for r in range(world))
     pad = torch.zeros((longest, *shard.shape[1:]), dtype=shard.dtype, device=shard.device)
     pad[:len(shard)] = shard
-    parts = [torch.empty_like(pad) for _ in range(world)]
-    dist.all_gather(parts, pad)
+    parts = all_gather_rows(pad, dim=0).split(longest)
     return torch.cat([parts[r][:bounds[r + 1] - bounds[r]] for r in range(world)])
 
 
@@ -116,11 +114,19 @@ def all_gather_rows(t, dim: int = -2):
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = _world_size()
+    if world == 1:
         return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    parts = [torch.empty_like(t) for _ in range(world)]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=dim)
+
+
+def _world_size() -> int:
+    """The process group's size, 1 when there is none (collectives then have nothing to do)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def barrier(ctx: DistContext) -> None:
@@ -130,8 +136,8 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def broadcast_float(value: float, ctx: DistContext) -> float:
-    """Rank 0's ``value`` on every rank (e.g. a validation AUROC only rank 0 computed)."""
+def broadcast_object(value, ctx: DistContext):
+    """Rank 0's ``value`` (any picklable object) on every rank, e.g. a folder only rank 0 created."""
     if not ctx.enabled:
         return value
     import torch.distributed as dist

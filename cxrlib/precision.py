@@ -45,8 +45,13 @@ def grad_scaler(precision: str, device_type: str):
     return torch.amp.GradScaler(device_type, enabled=precision == "fp16")
 
 
-def backward_step(loss, optimizer, scaler) -> None:
-    """``loss.backward(); optimizer.step()`` through ``scaler`` (identical to the plain calls when it is disabled)."""
+def backward_step(loss, optimizer, scaler=None) -> None:
+    """``loss.backward(); optimizer.step()`` through ``scaler`` (identical to the plain calls when it is disabled
+    or ``None``)."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()

@@ -126,7 +126,8 @@ def diagnostics(ds, split, cfg):
                 recon = gen(xb)["recon"]
                 err.append(((xb - recon) ** 2).mean((1, 2, 3)))
                 d_real.append(disc(xb).flatten())
-                d_fake.append(disc(recon).flatten())
+                if name == "test":  # on validation the score is fit_squid's own val_auroc
+                    d_fake.append(disc(recon).flatten())
             out[f"{name}_auroc_d_real"] = M.auroc(y, -torch.cat(d_real).numpy())
             if name == "val":
                 out["val_auroc_recon_err"] = M.auroc(y, torch.cat(err).numpy())
@@ -309,6 +310,13 @@ def rule_epoch(val: list[float], rule: str) -> int:
     raise ValueError(f"unknown rule {rule!r}; choose from {list(RULES)}")
 
 
+def _run_curve(curves: list[dict], method, lever, seed, split_seed, epochs) -> list[dict]:
+    """The curve rows of one run (``method, lever, seed, split_seed``), epochs 1..``epochs``, in epoch order."""
+    rows = [c for c in curves if (c["method"], c["lever"], c["seed"], c["split_seed"]) ==
+            (method, lever, str(seed), str(split_seed)) and int(c["epoch"]) <= int(epochs)]
+    return sorted(rows, key=lambda c: int(c["epoch"]))
+
+
 def selection_rules(csv_path) -> list[dict]:
     """Per (method, lever, epochs) of the current rows, over the seeds whose curves carry a per-epoch test AUROC
     (runs from before that column existed are left out): for each rule of :data:`RULES`, the kept epoch per seed
@@ -322,13 +330,10 @@ def selection_rules(csv_path) -> list[dict]:
     for (method, lever, split_seed, epochs), rs in groups.items():
         runs = []
         for r in sorted(rs, key=lambda r: int(r["seed"])):
-            pts = sorted((int(c["epoch"]), c) for c in curves
-                         if (c["method"], c["lever"], c["seed"], c["split_seed"]) == (method, lever, r["seed"], split_seed)
-                         and int(c["epoch"]) <= int(epochs))
-            if len(pts) != int(epochs) or any(c.get("test_auroc", "") in ("", None) for _, c in pts):
+            pts = _run_curve(curves, method, lever, r["seed"], split_seed, epochs)
+            if len(pts) != int(epochs) or any(c.get("test_auroc", "") in ("", None) for c in pts):
                 continue  # a run from before the curves recorded the test AUROC
-            runs.append((int(r["seed"]), [float(c["val_auroc"]) for _, c in pts],
-                         [float(c["test_auroc"]) for _, c in pts]))
+            runs.append((int(r["seed"]), [float(c["val_auroc"]) for c in pts], [float(c["test_auroc"]) for c in pts]))
         if runs:
             for rule in RULES:
                 kept = [rule_epoch(val, rule) for _, val, _ in runs]
@@ -376,9 +381,8 @@ def draw(csv_path, fig_dir, profile: str = PROFILE) -> list[Path]:
             seeds = [r for r in rows if r["lever"] == lever and (r["method"], r["epochs"]) == (method, epochs)]
             per_seed = []
             for r in seeds:
-                pts = sorted((int(c["epoch"]), float(c["val_auroc"])) for c in curves
-                             if (c["method"], c["lever"], c["seed"], c["split_seed"]) ==
-                             (method, lever, r["seed"], r["split_seed"]) and int(c["epoch"]) <= int(epochs))
+                pts = [(int(c["epoch"]), float(c["val_auroc"]))
+                       for c in _run_curve(curves, method, lever, r["seed"], r["split_seed"], epochs)]
                 if pts:
                     ax.plot(*zip(*pts), "-", lw=0.7, alpha=0.5, color=f"C{i % 10}")
                     per_seed.append(dict(pts))

@@ -586,11 +586,15 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
     budget = _Budget(max_epochs)
     nets, states = {}, {}
     backbones = names[:-1]
-    for name in backbones[ctx.rank::ctx.world]:
+
+    def fit(name, show, budget):
         x = x_udm if name.startswith("udm") else x_normal
-        nets[name], states[name] = _fit_backbone(name, cfg, x, out_dir / f"{name}.pt", seed, device, show_progress,
-                                                 log, budget, x_val, y_val)
-        if not states[name]["finished"]:
+        nets[name], states[name] = _fit_backbone(name, cfg, x, out_dir / f"{name}.pt", seed, device, show, log,
+                                                 budget, x_val, y_val)
+        return states[name]["finished"]
+
+    for name in backbones[ctx.rank::ctx.world]:
+        if not fit(name, show_progress, budget):
             break
     if ctx.enabled:
         dist.barrier(ctx)  # every rank's networks are written (finished or stopped by the budget)
@@ -601,9 +605,7 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
             return {"finished": False, "states": _strip(states)}
         for name in backbones:  # the other ranks' networks: finished, so this only loads them
             if name not in nets:
-                x = x_udm if name.startswith("udm") else x_normal
-                nets[name], states[name] = _fit_backbone(name, cfg, x, out_dir / f"{name}.pt", seed, device,
-                                                         False, log, _Budget(None), x_val, y_val)
+                fit(name, False, _Budget(None))
     if not all(s["finished"] for s in states.values()) or len(states) < len(backbones):
         return {"finished": False, "states": _strip(states)}
     udm = [nets[n] for n in names if n.startswith("udm")]
@@ -622,8 +624,7 @@ def _network_finished(path: Path) -> bool:
 
 def ndm_finished(run_dir, ensemble: int = 3) -> bool:
     """Whether ``run_dir`` holds all ``ensemble`` NDM network checkpoints, each trained to the end."""
-    paths = [Path(run_dir) / f"{n}.pt" for n in network_names(ensemble) if n.startswith("ndm")]
-    return all(p.exists() and torch.load(p, map_location="cpu", weights_only=False).get("finished") for p in paths)
+    return all(_network_finished(Path(run_dir) / f"{n}.pt") for n in network_names(ensemble) if n.startswith("ndm"))
 
 
 def _strip(states: dict) -> dict:

@@ -166,7 +166,7 @@ def _extract_sharded(fx: PatchFeatures, images, show_progress: bool, desc: str) 
     bounds = dist.shard_bounds(n, ctx.world)
     mine = fx.extract(images[bounds[ctx.rank]:bounds[ctx.rank + 1]], show_progress=show_progress and ctx.is_main,
                       desc=desc)
-    return dist.gather_shards(mine.to(fx.device) if hasattr(fx, "device") else mine, n).cpu()
+    return dist.gather_shards(mine.to(fx.device), n).cpu()  # nccl gathers on the GPU
 
 
 # ------------------------------------------------------------------------------------------------ scorers

@@ -111,14 +111,6 @@ def _autocast(cfg, x: torch.Tensor):
     return P.autocast(cfg.precision, x.device.type)
 
 
-def _backward_step(loss, opt, scaler) -> None:
-    if scaler is None:
-        loss.backward()
-        opt.step()
-    else:
-        P.backward_step(loss, opt, scaler)
-
-
 def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", ckpt: Path | None = None,
                scalers=None) -> dict:
     """One SQUID/SimSID iteration on a batch ``x`` (``(B, 1, S, S)``, already in the model's range).
@@ -143,7 +135,7 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
     loss_d = discriminator_loss(d_real.float(), d_fake.float(), cfg.d_w)
     _check_finite({"discriminator": loss_d}, where, ckpt)
     opt_d.zero_grad(set_to_none=True)
-    _backward_step(loss_d, opt_d, scaler_d)
+    P.backward_step(loss_d, opt_d, scaler_d)
     terms = {"d": float(loss_d.detach())}
     if g_step:
         with _autocast(cfg, x):
@@ -157,10 +149,11 @@ def train_step(gen, disc, opt_g, opt_d, x, cfg, g_step: bool, where: str = "", c
         loss_g, g_terms = generator_loss(out, x, d_fake_g.float(), cfg, d_real_logits=d_real.detach().float())
         _check_finite({"generator total": loss_g, **g_terms}, where, ckpt)
         opt_g.zero_grad(set_to_none=True)
-        _backward_step(loss_g, opt_g, scaler_g)
+        P.backward_step(loss_g, opt_g, scaler_g)
         dist.unwrap(gen).update_memory()
         terms.update({k: float(v.detach()) for k, v in g_terms.items()})
     return terms
+
 
 class WeightEMA:
     """An exponential moving average of a network's weights, the copy that validates and scores
@@ -289,11 +282,12 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
             x01 = x01.to(device)
             x01 = random_affine(x01, cfg.aug_translate, cfg.aug_scale, g)[part]
             x = to_model_range(x01, cfg.normalize)
-            terms = train_step(gen_t, disc_t, opt_g, opt_d, x, cfg, g_step=it % cfg.n_critic == 0,
+            g_step = it % cfg.n_critic == 0
+            terms = train_step(gen_t, disc_t, opt_g, opt_d, x, cfg, g_step=g_step,
                                where=f"epoch {epoch + 1}, iteration {it}", ckpt=last, scalers=scalers)
             if ema_d is not None:  # D stepped this iteration, G when it was a G iteration
                 ema_d.update(disc)
-                if it % cfg.n_critic == 0:
+                if g_step:
                     ema_g.update(gen)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
