@@ -243,8 +243,8 @@ def squid_config(method: str = "squid", profile: str = "quick", **overrides):
     if profile == "full":
         cfg = preset(method) if method == "simsid" else preset(method, topk=4, selection_tolerance=0.005)
     elif profile == "cpu":
-        cfg = preset(method, image_size=64, base_width=16, mem_slots=100, decoder_memory_slots=100, epochs=25,
-                     shared_forward=True)
+        cfg = preset(method, image_size=64, base_width=16, mem_slots=100, decoder_memory_slots=100, epochs=50,
+                     shared_forward=True, precision="bf16", channels_last=True)
     elif profile == "quick":
         cfg = preset(method, image_size=64, base_width=8, mem_slots=50, decoder_memory_slots=50, epochs=12,
                      shared_forward=True)
