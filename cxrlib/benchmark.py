@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import add_train_arguments, available_methods, method_module, profile_version
 from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_root
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
-           "run_table", "current_rows", "stale_rows", "split_change_markdown", "thread_count", "replace_readme_section",
+           "run_table", "current_profile_version", "is_current", "current_rows", "stale_rows", "split_change_markdown",
+           "profile_change_markdown", "thread_count", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
@@ -44,12 +46,14 @@ METRICS_COLUMNS = [
     "method", "variant", "seed", "split_seed", "data", "profile", "auroc", "ap", "acc", "f1", "sensitivity",
     "specificity", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "infer_images_per_s",
     "peak_train_gib", "peak_infer_gib", "pixel_auroc", "best_dice", "train_command", "score_command", "commit",
-    "split_version", "threads", "dice",
+    "split_version", "threads", "dice", "profile_version",
 ]
 #: columns a CSV written before they existed may lack, and the value such a row gets: ``image-v1`` is the
 #: image-level development split that preceded :data:`cxrlib.data.SPLIT_VERSION` (rows are kept, never mixed)
-LEGACY_DEFAULTS = {"split_version": "image-v1", "threads": "", "dice": ""}
-_TEXT_COLUMNS = ("method", "variant", "data", "profile", "train_command", "score_command", "commit", "split_version")
+#: rows from before profile versions were recorded ran version 1 of every profile
+LEGACY_DEFAULTS = {"split_version": "image-v1", "threads": "", "dice": "", "profile_version": "1"}
+_TEXT_COLUMNS = ("method", "variant", "data", "profile", "train_command", "score_command", "commit", "split_version",
+                 "profile_version")
 
 #: method -> {variant name: extra ``train`` arguments}; the variants the results table compares
 VARIANTS: dict[str, dict[str, list[str]]] = {
@@ -170,12 +174,15 @@ def run_dir(out_root: Path, method: str, variant: str, seed: int, split_seed: in
 
 
 def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_seed: int,
-                split_version: str = "image-v1") -> Path:
+                split_version: str = "image-v1", profile_version: str = "1") -> Path:
     """Where :func:`run_row` copies a row's per-image test scores (``name,score,label``): in a sub-folder
-    named after the split version (``image-v1`` rows, from before versions, directly in ``scores_dir``)."""
+    named after the split version (``image-v1`` rows, from before versions, directly in ``scores_dir``), with
+    ``_p<version>`` after the name for a profile version other than 1 (so a re-defined profile's scores sit
+    beside, not over, the record of the old one)."""
     tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"
     folder = Path(scores_dir) if split_version == "image-v1" else Path(scores_dir) / split_version
-    return folder / f"{method}_{tag}_s{seed}_split{split_seed}.csv"
+    suffix = "" if str(profile_version) == "1" else f"_p{profile_version}"
+    return folder / f"{method}_{tag}_s{seed}_split{split_seed}{suffix}.csv"
 
 
 def load_scores(scores_dir, row: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +190,7 @@ def load_scores(scores_dir, row: dict) -> tuple[np.ndarray, np.ndarray]:
     if row.get("data") == LOCALISATION_DATA:
         scores_dir = Path(scores_dir) / LOCALISATION_DATA
     path = scores_path(scores_dir, row["method"], row["variant"], int(row["seed"]), int(row["split_seed"]),
-                       row.get("split_version", LEGACY_DEFAULTS["split_version"]))
+                       _version(row, "split_version"), _version(row, "profile_version"))
     if not path.exists():
         raise FileNotFoundError(f"{path}: no saved test scores for this row; re-run its commands "
                                 f"(train_command, score_command in the CSV) or `python -m cxrlib benchmark`")
@@ -225,7 +232,7 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
     command = display_command(train_argv)
     info_path = run / "bench_train.json"
     if (run / "model.pt").exists():
-        _check_split_version(run / "model.pt")
+        _check_reusable(run / "model.pt", method, train_argv)
     if (run / "model.pt").exists() and info_path.exists():
         info = json.loads(info_path.read_text())
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))}")
@@ -255,7 +262,8 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
     res = json.loads(scores_csv.with_suffix(".json").read_text())
     version = res.get("split_version", LEGACY_DEFAULTS["split_version"])
     if scores_dir is not None:
-        atomic_write_bytes(scores_path(scores_dir, method, variant, seed, split_seed, version), scores_csv.read_bytes())
+        atomic_write_bytes(scores_path(scores_dir, method, variant, seed, split_seed, version,
+                                       profile_version(method, profile)), scores_csv.read_bytes())
     v, t = res["val_threshold"], res["test_tuned"]
     return {
         "method": method, "variant": variant, "seed": seed, "split_seed": split_seed, "data": Path(str(data)).name,
@@ -266,7 +274,7 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
         "peak_train_gib": info["peak_train_gib"], "peak_infer_gib": peak_infer, "pixel_auroc": "", "best_dice": "",
         "train_command": command,
         "score_command": display_command(score_argv), "commit": git_commit(), "split_version": version,
-        "threads": thread_count(), "dice": "",
+        "threads": thread_count(), "dice": "", "profile_version": profile_version(method, profile),
     }
 
 
@@ -277,17 +285,27 @@ def thread_count() -> int:
     return int(env) if env.isdigit() else (os.cpu_count() or 1)
 
 
-def _check_split_version(model_path: Path) -> None:
-    """Refuse to reuse a run trained on another development-split definition than this code's."""
+def _check_reusable(model_path: Path, method: str, train_argv: list[str]) -> None:
+    """Refuse to reuse a run trained on another development-split definition than this code's, or (for a
+    method that can tell, see :mod:`cxrlib.methods`) with another configuration than ``train_argv`` builds now."""
+    import argparse
+
     import torch
 
     from .data import SPLIT_VERSION
 
     ck = torch.load(model_path, map_location="cpu", weights_only=False)
     version = ck.get("split_version", LEGACY_DEFAULTS["split_version"])
-    if version != SPLIT_VERSION:
-        raise CommandError(f"{_display(str(model_path))}: trained on development split '{version}', this code's is "
-                           f"'{SPLIT_VERSION}'; delete {_display(str(model_path.parent))} to retrain it")
+    why = (f"trained on development split '{version}', this code's is '{SPLIT_VERSION}'"
+           if version != SPLIT_VERSION else None)
+    mismatch = getattr(method_module(method), "checkpoint_mismatch", None)
+    if why is None and mismatch is not None:
+        parser = argparse.ArgumentParser()
+        add_train_arguments(parser, method)
+        why = mismatch(ck, parser.parse_args(train_argv[1:]))  # train_argv[0] is the command, "train"
+    if why:
+        raise CommandError(f"{_display(str(model_path))}: {why}; delete {_display(str(model_path.parent))} to "
+                           f"retrain it")
 
 
 def run_table(csv_path, profile: str, data: str, methods=None, seeds=(0,), split_seeds=(0,), tables=("image",),
@@ -339,8 +357,9 @@ def read_rows(path) -> list[dict]:
     rows = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        legacy = [c for c in METRICS_COLUMNS if c not in LEGACY_DEFAULTS]
-        if reader.fieldnames not in (METRICS_COLUMNS, legacy):
+        have = reader.fieldnames or []
+        # a CSV written before a column existed lacks it; only the columns with a legacy default may be missing
+        if have != [c for c in METRICS_COLUMNS if c in have] or not set(METRICS_COLUMNS) - set(have) <= set(LEGACY_DEFAULTS):
             raise ValueError(f"{path}: columns {reader.fieldnames} are not the metrics schema {METRICS_COLUMNS}")
         for r in reader:
             for k, default in LEGACY_DEFAULTS.items():
@@ -367,14 +386,19 @@ def write_rows(path, rows: list[dict], columns: list[str] = METRICS_COLUMNS, flo
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
+def _version(r: dict, column: str) -> str:
+    """A row's ``split_version`` or ``profile_version``, the legacy default where the CSV predates the column."""
+    return r.get(column) or LEGACY_DEFAULTS[column]
+
+
 def _key(r: dict) -> tuple:
     return (r["method"], r["variant"], int(r["seed"]), int(r["split_seed"]), r["data"], r["profile"],
-            r.get("split_version", LEGACY_DEFAULTS["split_version"]))
+            _version(r, "split_version"), _version(r, "profile_version"))
 
 
 def upsert(rows: list[dict], new: dict, key: tuple[str, ...] | None = None) -> list[dict]:
     """``rows`` with ``new`` appended in place of any row of the same key: by default (method, variant, seed,
-    split seed, data, profile, split version), the metrics CSV's; with ``key``, those columns compared as text
+    split seed, data, profile, split version, profile version), the metrics CSV's; with ``key``, those columns compared as text
     (so a row read back from a CSV matches the same row made in memory)."""
     if key is None:
         return [r for r in rows if _key(r) != _key(new)] + [new]
@@ -401,19 +425,19 @@ def merge_row(path, new: dict) -> list[dict]:
 
 def summarize(rows: list[dict], metrics=("auroc", "ap", "acc", "f1", "train_minutes")) -> list[dict]:
     """Mean and sample std (``ddof=1``; 0 for a single seed) per (method, variant, split seed, data, profile,
-    split version): rows of two split definitions are never averaged together.
+    split version, profile version): rows of two split or profile definitions are never averaged together.
 
     Returns one dict per group with ``n`` and ``<metric>_mean`` / ``<metric>_std``, in first-seen order.
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        version = r.get("split_version", LEGACY_DEFAULTS["split_version"])
-        groups.setdefault((r["method"], r["variant"], int(r["split_seed"]), r["data"], r["profile"], version),
-                          []).append(r)
+        groups.setdefault((r["method"], r["variant"], int(r["split_seed"]), r["data"], r["profile"],
+                           _version(r, "split_version"), _version(r, "profile_version")), []).append(r)
     out = []
-    for (method, variant, split_seed, data, profile, version), rs in groups.items():
+    for (method, variant, split_seed, data, profile, version, pversion), rs in groups.items():
         s = {"method": method, "variant": variant, "split_seed": split_seed, "data": data, "profile": profile,
-             "split_version": version, "n": len(rs), "seeds": " ".join(str(int(r["seed"])) for r in rs)}
+             "split_version": version, "profile_version": pversion, "n": len(rs),
+             "seeds": " ".join(str(int(r["seed"])) for r in rs)}
         for m in metrics:
             vals = np.array([float(r[m]) for r in rs if r.get(m, "") != ""], dtype=float)
             s[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
@@ -457,19 +481,30 @@ LOCALISATION_SIZE = 128
 LOCALISATION_EXTRA_ARGS: dict[str, list[str]] = {"ddad": ["--n-unlabelled", "100", "--batch-size", "16"]}
 
 
-def current_rows(rows: list[dict]) -> list[dict]:
-    """The rows made on this code's development split (:data:`cxrlib.data.SPLIT_VERSION`); every table and
-    figure is drawn from these. Rows of an earlier split definition stay in the CSV as a record, marked stale."""
+def current_profile_version(method: str, profile: str) -> str:
+    """:func:`cxrlib.methods.profile_version`, and ``"1"`` for a method this installation does not implement
+    (a row of it can still be read and summarised)."""
+    return profile_version(method, profile) if method in available_methods() else "1"
+
+
+def is_current(r: dict) -> bool:
+    """Whether row ``r`` was made on this code's development split (:data:`cxrlib.data.SPLIT_VERSION`) with
+    this code's definition of its method's profile (:func:`cxrlib.methods.profile_version`)."""
     from .data import SPLIT_VERSION
 
-    return [r for r in rows if r.get("split_version") == SPLIT_VERSION]
+    return (_version(r, "split_version") == SPLIT_VERSION
+            and _version(r, "profile_version") == current_profile_version(r["method"], r["profile"]))
+
+
+def current_rows(rows: list[dict]) -> list[dict]:
+    """The current rows (:func:`is_current`); every table and figure is drawn from these. Rows of an earlier
+    split or profile definition stay in the CSV as a record, marked stale."""
+    return [r for r in rows if is_current(r)]
 
 
 def stale_rows(rows: list[dict]) -> list[dict]:
-    """The rows of an earlier split definition (see :func:`current_rows`)."""
-    from .data import SPLIT_VERSION
-
-    return [r for r in rows if r.get("split_version") != SPLIT_VERSION]
+    """The rows of an earlier split or profile definition (see :func:`current_rows`)."""
+    return [r for r in rows if not is_current(r)]
 
 
 def split_change_markdown(rows: list[dict]) -> str:
@@ -479,7 +514,9 @@ def split_change_markdown(rows: list[dict]) -> str:
     from .data import SPLIT_VERSION
 
     groups: dict = {}
-    for s in summarize(image_rows(rows)):
+    # one recipe on both splits: profile version 1, the one the image-v1 rows ran
+    same_recipe = [r for r in image_rows(rows) if _version(r, "profile_version") == "1"]
+    for s in summarize(same_recipe):
         groups.setdefault((s["method"], s["variant"], s["split_seed"]), {})[s["split_version"]] = s
     lines = [f"| method | variant | split | AUROC, image-v1 (seeds) | AUROC, {SPLIT_VERSION} (seeds) | change |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -488,6 +525,32 @@ def split_change_markdown(rows: list[dict]) -> str:
         old, new = by.get("image-v1"), by.get(SPLIT_VERSION)
         change = f"{100 * (new['auroc_mean'] - old['auroc_mean']):+.1f}" if old and new else ""
         lines.append(f"| {method} | {variant} | {split_seed} | {cell(old)} | {cell(new)} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
+def profile_change_markdown(rows: list[dict]) -> str:
+    """Old against new profile definition, once, on this code's development split: mean ± std AUROC (%) per
+    method and split seed under each profile version the CSV holds for a method whose profile changed
+    (:func:`cxrlib.methods.profile_version` above 1), and the change in points. The X-ray rows only; ``""``
+    when no method's profile changed."""
+    from .data import SPLIT_VERSION
+
+    groups: dict = {}
+    for s in summarize(image_rows(rows)):
+        now = current_profile_version(s["method"], s["profile"])
+        if s["split_version"] == SPLIT_VERSION and now != "1":
+            groups.setdefault((s["method"], s["variant"], s["profile"], s["split_seed"], now), {})[
+                s["profile_version"]] = s
+    if not groups:
+        return ""
+    lines = ["| method | variant | profile | split | AUROC, version 1 (seeds) | AUROC, current version (seeds) "
+             "| change |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    cell = lambda s: f"{100 * s['auroc_mean']:.1f} ± {100 * s['auroc_std']:.1f} ({s['n']})" if s else ""  # noqa: E731
+    for (method, variant, profile, split_seed, now), by in groups.items():
+        old, new = by.get("1"), by.get(now)
+        change = f"{100 * (new['auroc_mean'] - old['auroc_mean']):+.1f}" if old and new else ""
+        lines.append(f"| {method} | {variant} | {profile} {now} | {split_seed} | {cell(old)} | {cell(new)} | "
+                     f"{change} |")
     return "\n".join(lines) + "\n"
 
 

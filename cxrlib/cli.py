@@ -29,8 +29,7 @@ from . import metrics as M
 from .benchmark import CommandError
 from .checkpoint import CheckpointError, TrainingDivergedError
 from .data import DataError
-from .methods import available_methods, load_scorer, method_module
-from .precision import PRECISIONS
+from .methods import add_train_arguments, load_scorer, method_module
 from .reproduce import run_notebooks
 from .tables import TABLES
 from .utils import PROFILES, atomic_write_bytes, atomic_write_json, repo_root
@@ -133,29 +132,12 @@ def _reproduce(args) -> int:
 def build_parser(method: str | None = None, table: str = "main") -> argparse.ArgumentParser:
     """The parser; with ``method`` the ``train`` command also takes that method's own options, and ``benchmark``
     takes the options of ``table`` (:data:`cxrlib.tables.TABLES`)."""
-    methods = available_methods()
     ap = argparse.ArgumentParser(prog="python -m cxrlib", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method on the development split of --data")
-    t.add_argument("--method", choices=methods, default="squid",
-                   help="method; `train --method M --help` lists M's own options")
-    t.add_argument("--data", default=None, help="npz, folder tree, 'embedded' (default for --profile quick)")
-    t.add_argument("--profile", choices=PROFILES, default="quick")
-    t.add_argument("--seed", type=int, default=0, help="training seed")
-    t.add_argument("--split-seed", type=int, default=0, help="seed of the development split (keep 0 to compare)")
-    t.add_argument("--out", required=True, help="run folder: checkpoints and model.pt")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    t.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
-    t.add_argument("--precision", choices=(*PRECISIONS, "auto"), default=None,
-                   help="training arithmetic of the trained networks (squid, simsid, crtsc, ddad): fp32, bf16, fp16 "
-                        "(with gradient scaling) or auto (bf16 where the GPU supports it, fp16 on other GPUs, "
-                        "fp32 on CPU); default: the profile's")
-    t.add_argument("--no-progress", action="store_true")
-    if method in methods and hasattr(method_module(method), "add_train_arguments"):
-        method_module(method).add_train_arguments(t.add_argument_group(f"{method} options"))
+    add_train_arguments(t, method)
     t.set_defaults(func=_train)
 
     s = sub.add_parser("score", help="score images with a trained model.pt")

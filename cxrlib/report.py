@@ -124,10 +124,11 @@ def official_test_markdown(path) -> str:
 
 
 def _change_reading(rows) -> str:
-    """One sentence per method on how its split-0 AUROC moved between the split definitions."""
+    """One sentence per method on how its split-0 AUROC moved between the split definitions (profile version 1
+    on both, as in :func:`cxrlib.benchmark.split_change_markdown`)."""
     by = {}
     for s in B.summarize(B.image_rows(rows)):
-        if s["split_seed"] == 0:
+        if s["split_seed"] == 0 and s["profile_version"] == "1":
             by.setdefault(s["method"], {})[s["split_version"]] = s["auroc_mean"]
     moves = [f"{m} {100 * (v[SPLIT_VERSION] - v['image-v1']):+.1f}" for m, v in by.items()
              if SPLIT_VERSION in v and "image-v1" in v]
@@ -232,11 +233,12 @@ def fidelity_reading(path) -> str:
 
 
 def lever_reading(lever_csv, metrics_csv) -> str:
-    """What the lever rows say against the profile itself: for each (method, lever, epochs) on split 0, its
-    development-test AUROC at the kept epoch beside the main table's rows of the same method, profile and seeds
-    (the profile without the lever), and how far validation was from test at the kept epochs."""
-    main = [r for r in B.current_rows(B.read_rows(metrics_csv)) if r.get("data") != "phantoms"
-            and str(r.get("split_seed")) == "0"]
+    """What the lever rows say against the study's baseline: for each (method, lever, epochs) on split 0, its
+    development-test AUROC at the kept epoch beside the main table's rows of the same method and seeds made by
+    version 1 of the profile (the one the study started from, :data:`cxrlib.tables.squid_levers.BASELINE`),
+    and how far validation was from test at the kept epochs."""
+    main = [r for r in B.read_rows(metrics_csv) if r.get("data") != "phantoms" and str(r.get("split_seed")) == "0"
+            and r["split_version"] == SPLIT_VERSION and r["profile_version"] == "1"]
     rows = SL._current(SL.read_csv(lever_csv))
     parts = []
     for s in SL.summarize(lever_csv):
@@ -249,8 +251,8 @@ def lever_reading(lever_csv, metrics_csv) -> str:
         text = (f"**{s['method']}, {s['lever']}**, {s['epochs']} epochs ({len(s['seeds'])} seed{'s' * (len(s['seeds']) > 1)}): "
                 f"{SL._pct(s['test_auroc_kept'])} at the kept epochs")
         if len(same) == len(s["seeds"]):
-            text += (f" against {SL._pct(np.array(same))} for the `{SL.PROFILE}` profile's {s['method']} rows of the "
-                     f"same seeds in the main table")
+            text += (f" against {SL._pct(np.array(same))} for the version-1 `{SL.PROFILE}` profile's {s['method']} "
+                     f"rows of the same seeds in the main table")
         text += (f"; the last epoch gives {SL._pct(s['test_auroc_last'])}; validation exceeded test at the kept "
                  f"epoch by {100 * np.mean(gap):+.1f} points on average; {s['train_minutes'].mean():.1f} training "
                  f"minutes per run (torch threads: {', '.join(s['threads'])})")
@@ -306,7 +308,8 @@ def issue23_section(root, profile: str) -> list[str]:
     if fidelity.exists():
         rel = fidelity.relative_to(root / "results").as_posix()
         parts += ["### Score against reconstruction fidelity", "",
-                  f"Per SQUID-family run and checkpoint (kept and last epoch), on the validation images (split version "
+                  f"Per SQUID-family run and checkpoint (kept and last epoch) of version 1 of the `cpu` profile (25 "
+                  f"fp32 epochs: the runs that made the lever study necessary), on the validation images (split version "
                   f"{_split_versions(fidelity)}): the mean reconstruction error per class, the AUROC of that error and "
                   f"of the run's score, and their Spearman correlation. `{DIAGNOSTICS['score_vs_fidelity'][1]}`. "
                   f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), "",
@@ -314,6 +317,18 @@ def issue23_section(root, profile: str) -> list[str]:
     if not parts:
         return []
     return ["## Issue #23: the SQUID family at the cpu budget", "", *parts]
+
+
+def _profile_change_section(all_rows: list[dict]) -> list[str]:
+    """The results page's comparison of a changed profile definition with the one before (none: ``[]``)."""
+    table = B.profile_change_markdown(all_rows)
+    if not table:
+        return []
+    return ["## What moved with the SQUID family's new `cpu` profile", "",
+            "Version 2 of the `cpu` profile of SQUID, SimSID and CRTSC trains 50 epochs with bf16 autocast and "
+            "channels-last tensors where version 1 trained 25 in fp32 (the lever study above chose it). The "
+            "version-1 rows stay in the CSV, marked by their `profile_version`, and appear only here; a blank cell "
+            "is a configuration not (yet) run with that version.", "", table.rstrip("\n"), ""]
 
 
 def results_page(root=None, profile: str = "cpu") -> str:
@@ -345,6 +360,7 @@ def results_page(root=None, profile: str = "cpu") -> str:
         *[f"![{what}](../figures/results_{profile}_{name}.png)\n" for name, what in FIGURES],
         *_curves_section(root, profile),
         *issue23_section(root, profile),
+        *_profile_change_section(all_rows),
         "## What moved with the patient-disjoint split", "",
         "The first development split (`image-v1`) drew images, not patients: a child's other X-ray could sit in "
         "training while one of theirs was tested, validation held 101 + 101 images, and DDAD's unlabelled pool and "

@@ -17,7 +17,7 @@ def _row(method="squid", seed=0, auroc=0.8, **kw):
              ap=0.7, acc=0.6, f1=0.65, sensitivity=0.9, specificity=0.3, acc_test_tuned=0.7, f1_test_tuned=0.7,
              train_minutes=1.5, infer_images_per_s=100.0, peak_train_gib=1.0, peak_infer_gib=0.5,
              train_command="python -m cxrlib train --method squid", score_command="python -m cxrlib score", commit="abc",
-             split_version=SPLIT_VERSION, threads=2)
+             split_version=SPLIT_VERSION, threads=2, profile_version=B.current_profile_version(method, "cpu"))
     r.update(kw)
     return r
 
@@ -170,7 +170,62 @@ def test_a_csv_written_before_the_split_version_column_still_reads(tmp_path):
     path = tmp_path / "old.csv"
     path.write_text(",".join(legacy) + "\n" + ",".join(str(_row()[c]) for c in legacy) + "\n")
     (r,) = B.read_rows(path)
-    assert r["split_version"] == "image-v1" and r["threads"] == "" and r["dice"] == ""
+    assert r["split_version"] == "image-v1" and r["threads"] == "" and r["dice"] == "" and r["profile_version"] == "1"
+    # a CSV of the last schema but one (no profile_version yet) reads too; a foreign column does not
+    path.write_text(",".join(B.METRICS_COLUMNS[:-1]) + "\n" + ",".join(str(_row()[c]) for c in B.METRICS_COLUMNS[:-1]) + "\n")
+    assert B.read_rows(path)[0]["profile_version"] == "1"
+    path.write_text(",".join([*B.METRICS_COLUMNS, "extra"]) + "\n")
+    with pytest.raises(ValueError, match="not the metrics schema"):
+        B.read_rows(path)
+
+
+def test_rows_of_two_profile_versions_are_never_summarised_together(tmp_path):
+    """SQUID's cpu profile is at version 2 (issue #23): its version-1 rows are a record, compared once."""
+    from cxrlib.methods import profile_version
+
+    assert profile_version("squid", "cpu") == "2" and profile_version("patchcore", "cpu") == "1"
+    assert B.current_profile_version("no-such-method", "cpu") == "1"
+    rows = [_row(auroc=0.9), _row(seed=1, auroc=0.8), _row(auroc=0.7, profile_version="1"),
+            _row(method="patchcore", auroc=0.85)]
+    B.write_rows(tmp_path / "metrics.csv", rows)
+    back = B.read_rows(tmp_path / "metrics.csv")
+    assert [r["profile_version"] for r in back] == ["2", "2", "1", "1"]
+    assert [(r["method"], r["auroc"]) for r in B.stale_rows(back)] == [("squid", 0.7)]
+    summ = {(s["method"], s["profile_version"]): s["n"] for s in B.summarize(back)}
+    assert summ == {("squid", "2"): 2, ("squid", "1"): 1, ("patchcore", "1"): 1}
+    # a new-version row does not replace the old-version row of the same seed
+    assert len(B.upsert(back, _row(auroc=0.5))) == 4
+    table = B.profile_change_markdown(back)
+    # squid: 70.0 under version 1 (1 seed), 85.0 ± 7.1 under version 2, +15.0; patchcore's profile never changed
+    assert "| squid | official | cpu 2 | 0 | 70.0 ± 0.0 (1) | 85.0 ± 7.1 (2) | +15.0 |" in table
+    assert "patchcore" not in table
+    # the split comparison stays within profile version 1
+    assert "85.0 ± 7.1" not in B.split_change_markdown(back) and "70.0 ± 0.0" in B.split_change_markdown(back)
+    assert B.profile_change_markdown([_row(method="patchcore")]) == ""
+
+
+def test_benchmark_refuses_to_reuse_a_model_of_another_profile_definition(tmp_path):
+    """A SQUID run trained by version 1 of the cpu profile (fp32, 25 epochs) is not scored as version 2."""
+    import torch
+
+    from cxrlib.methods.squid.config import squid_config
+
+    run = tmp_path / "squid_s0"
+    run.mkdir()
+    old = squid_config("squid", "cpu", precision="fp32", channels_last=False, epochs=25).to_dict()
+    argv = ["train", "--method", "squid", "--profile", "cpu", "--data", "d.npz", "--seed", "0", "--out", str(run)]
+    torch.save({"cfg": old, "split_version": SPLIT_VERSION}, run / "model.pt")
+    with pytest.raises(B.CommandError, match=r"model.pt: trained with another configuration \(.*epochs 25 -> 50.*"
+                                             r"delete .*squid_s0 to retrain"):
+        B._check_reusable(run / "model.pt", "squid", argv)
+    torch.save({"cfg": squid_config("squid", "cpu").to_dict(), "split_version": SPLIT_VERSION}, run / "model.pt")
+    B._check_reusable(run / "model.pt", "squid", argv)  # the current definition: reused
+    # --epochs on the command line is part of what the run must match
+    with pytest.raises(B.CommandError, match="epochs 50 -> 10"):
+        B._check_reusable(run / "model.pt", "squid", [*argv, "--epochs", "10"])
+    torch.save({"cfg": squid_config("squid", "cpu").to_dict(), "split_version": "image-v1"}, run / "model.pt")
+    with pytest.raises(B.CommandError, match="development split 'image-v1'"):
+        B._check_reusable(run / "model.pt", "squid", argv)
 
 
 def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):

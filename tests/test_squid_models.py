@@ -433,8 +433,27 @@ def test_full_profile_matches_the_official_selection_and_memory_read():
     for profile in ("cpu", "quick"):  # the reduced profiles are not silently changed
         cfg = squid_config("squid", profile)
         assert cfg.topk == 5 and cfg.selection_tolerance == 0.0
+    # the full profile trains as the official code does: fp32, no channels-last
+    assert (squid_config("squid", "full").precision, squid_config("squid", "full").channels_last) == ("fp32", False)
     assert keeps_epoch(0.797, 0.80, 0.005) and not keeps_epoch(0.794, 0.80, 0.005)
     assert not keeps_epoch(0.80, 0.80) and keeps_epoch(0.801, 0.80)
+
+
+def test_cpu_profile_version_2_is_the_lever_studys_bf16_lever():
+    """Issue #23 chose the bf16 lever at 50 epochs as the cpu profile (version 2); the lever study keeps its
+    baseline at version 1 (fp32, 25 epochs), so its rows stay the configurations they were trained with."""
+    from cxrlib.methods.squid.config import PROFILE_VERSIONS, squid_config
+    from cxrlib.tables import squid_levers as SL
+
+    assert PROFILE_VERSIONS == {"quick": "1", "cpu": "2", "full": "1"}
+    for method in ("squid", "simsid", "crtsc"):
+        cfg = squid_config(method, "cpu")
+        assert (cfg.precision, cfg.channels_last, cfg.epochs, cfg.image_size, cfg.base_width) == ("bf16", True, 50, 64, 16)
+        base = squid_config(method, SL.PROFILE, **SL.BASELINE)
+        assert (base.precision, base.channels_last, base.epochs) == ("fp32", False, 25)
+        assert squid_config(method, SL.PROFILE, **{**SL.BASELINE, **SL.LEVERS["bf16"], "epochs": 50}) == cfg
+    quick = squid_config("squid", "quick")
+    assert (quick.precision, quick.channels_last, quick.epochs) == ("fp32", False, 12)
 
 
 def test_full_profile_patch_scorers_use_five_neighbours():

@@ -15,7 +15,7 @@ from typing import Any
 from ...checkpoint import ConfigRecord
 from ...precision import PRECISIONS
 
-__all__ = ["SquidConfig", "PRESETS", "preset", "squid_config", "squid_filters", "NORMALIZE_MODES", "CRM_PLACES",
+__all__ = ["SquidConfig", "PRESETS", "preset", "squid_config", "PROFILE_VERSIONS", "squid_filters", "NORMALIZE_MODES", "CRM_PLACES",
            "GEN_LOSSES", "DECODER_OPS", "PRECISIONS", "MAX_LEVELS"]
 
 NORMALIZE_MODES = ("zero_one", "tanh")
@@ -219,6 +219,13 @@ def preset(name: str, **overrides) -> SquidConfig:
     return SquidConfig(**{"name": name, **PRESETS[name], **overrides})
 
 
+#: the definition of each profile, versioned: every benchmark row records its method's version
+#: (:func:`cxrlib.methods.profile_version`), and rows of an earlier definition are kept as a record, never
+#: averaged with the current ones. ``cpu`` 2 (issue #23): bf16 autocast, channels-last and 50 epochs, where
+#: version 1 trained 25 epochs in fp32.
+PROFILE_VERSIONS = {"quick": "1", "cpu": "2", "full": "1"}
+
+
 def squid_config(method: str = "squid", profile: str = "quick", **overrides):
     """The :class:`SquidConfig` of ``method`` (``squid``/``simsid``/``crtsc``) under a profile.
 
@@ -235,9 +242,11 @@ def squid_config(method: str = "squid", profile: str = "quick", **overrides):
       is kept by the official tolerance rule (a later epoch within 0.5 AUROC points of the kept one
       replaces it). SimSID keeps ``topk = 5`` and strict arg-max selection (its official selection is the
       best validation AUC; its memory shrink was not checked against its code).
-    - ``cpu``: a reduced model that trains on the 999 development-split normals in about 15 minutes on a
-      2-core CPU: 64 px images (2×2 patches of 32 px), base width 16, 100 memory slots, 25 epochs, and
-      one generator forward shared by the D and G steps (SimSID's loop; speed is what buys quality here).
+    - ``cpu``: a reduced model for a 2-core CPU: 64 px images (2×2 patches of 32 px), base width 16, 100
+      memory slots, one generator forward shared by the D and G steps (SimSID's loop), and, chosen by the
+      lever study of issue #23 (``results/cpu/squid_levers.csv``), bf16 autocast with channels-last tensors
+      for 50 epochs, twice the generator steps of the 25 fp32 epochs before (version 2 of
+      :data:`PROFILE_VERSIONS`).
     - ``quick``: a tiny model for CI and a first look (64 px, base width 8, 12 epochs, shared forward).
     """
     if profile == "full":

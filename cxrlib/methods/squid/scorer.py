@@ -25,13 +25,14 @@ from cxrlib.checkpoint import FORMAT_VERSION, atomic_torch_save, matching_model
 from cxrlib.methods import load_scorer
 from cxrlib.utils import get_device, repo_root
 
-from .config import CRM_PLACES, GEN_LOSSES, SquidConfig, squid_config
+from .config import CRM_PLACES, GEN_LOSSES, PROFILE_VERSIONS, SquidConfig, squid_config
 from .discriminator import SquidDiscriminator
 from .generator import SquidGenerator
 from .train import discriminator_logits, fit_squid
 
 __all__ = ["SquidScorer", "finalize_squid", "last_epoch_scorer", "SQUID_FAMILY", "CRTSC_SWITCHES", "add_train_arguments",
-           "train_from_args", "scorer_from_checkpoint", "train_or_load"]
+           "config_from_args", "checkpoint_mismatch", "train_from_args", "scorer_from_checkpoint", "train_or_load",
+           "PROFILE_VERSIONS"]
 
 SQUID_FAMILY = ("squid", "simsid", "crtsc")
 
@@ -172,13 +173,29 @@ def _crtsc_overrides(args) -> dict:
     return given
 
 
-def train_from_args(args) -> Path:
-    """``python -m cxrlib train --method squid|simsid|crtsc``: see :mod:`cxrlib.methods` for the contract."""
+def config_from_args(args) -> SquidConfig:
+    """The configuration ``python -m cxrlib train`` builds from its parsed arguments: the profile, then
+    ``--epochs``, ``--precision`` and CRTSC's switches."""
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if getattr(args, "precision", None):
         overrides["precision"] = P.resolve(args.precision, get_device(args.device))
     overrides.update(_crtsc_overrides(args))
-    cfg = squid_config(args.method, args.profile, **overrides)
+    return squid_config(args.method, args.profile, **overrides)
+
+
+def checkpoint_mismatch(ck: dict, args) -> str | None:
+    """Why the finished ``model.pt`` dict ``ck`` is not the model that ``train`` with ``args`` trains with this
+    code (the differing configuration fields, saved -> now), or ``None`` when it is. The benchmark asks this
+    before it reuses a run, so a model of an earlier profile definition is never scored as the current one."""
+    saved = SquidConfig.from_dict({"disc_eval_norm": "running", **ck["cfg"]}).to_dict()  # see _build_squid
+    now = config_from_args(args).to_dict()
+    diff = [f"{k} {v!r} -> {now[k]!r}" for k, v in saved.items() if now[k] != v]
+    return f"trained with another configuration ({'; '.join(diff)})" if diff else None
+
+
+def train_from_args(args) -> Path:
+    """``python -m cxrlib train --method squid|simsid|crtsc``: see :mod:`cxrlib.methods` for the contract."""
+    cfg = config_from_args(args)
     source = D.resolve_data(args.profile, args.data)
     ds = D.load(source, size=cfg.image_size)
     split = D.unsupervised_protocol(ds, seed=args.split_seed)
