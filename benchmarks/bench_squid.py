@@ -6,7 +6,9 @@ Measures, for each implementation and configuration, in a fresh subprocess per m
   iterations (``n_critic`` discriminator steps and one generator step with its memory-queue update), so
   the median over cycles is not skewed by which iterations happen to hold the generator step; the median
   seconds of one iteration holding both a D and a G step is reported beside it;
-- inference throughput: generator + discriminator in ``eval()`` under ``torch.no_grad()``, batch 16 and 1;
+- inference throughput: generator + discriminator in ``eval()`` without gradients, batch 16 and 1 (ours: the
+  scorer's own ``discriminator_logits``, fp32 or, for ``ours-bf16``, bf16 autocast with channels-last tensors;
+  the official code: ``disc(gen(x))`` under ``torch.no_grad()``);
 - peak resident memory of the subprocess (``ru_maxrss`` at its end), one process for training and one
   for inference;
 - parameter counts per module (``cxrlib.methods.squid.generator.parameter_report`` for ours,
@@ -49,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_model, measure_in_subprocess  # noqa: E402
 OFFICIAL_URL = "https://github.com/tiangexiang/SQUID"
 CONFIGS = ("full", "cpu", "quick")
-#: "ours-bf16": ours with the bf16 autocast and channels-last training of the squid-levers study's ``bf16`` lever
-#: (training only: scoring is always fp32, so its inference is ours)
+#: "ours": fp32 training and scoring; "ours-bf16": bf16 autocast and channels-last tensors in training (the squid-levers
+#: study's ``bf16`` lever, the cpu profile since issue #23) and in scoring (``score --precision bf16``)
 IMPLEMENTATIONS = ("ours", "ours-bf16", "official")
 BATCH = 16
 KIB_PER_GIB = 1024 ** 2
@@ -198,7 +200,7 @@ def _build_ours(config: str, bf16: bool = False):
     from cxrlib.methods.squid.config import squid_config
     from cxrlib.methods.squid.generator import build_models, parameter_report
 
-    cfg = squid_config("squid", config, **(dict(precision="bf16", channels_last=True) if bf16 else {}))
+    cfg = squid_config("squid", config, precision="bf16" if bf16 else "fp32", channels_last=bf16)
     gen, disc = build_models(cfg)
     # fit_squid's optimisers
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -375,16 +377,30 @@ def run_worker(spec: dict) -> dict:
     else:
         gen.eval()
         disc.eval()
+        if impl.startswith("ours"):
+            # the scorer's own path (SquidScorer.raw_logits): ours in fp32, ours-bf16 as `score --precision bf16`
+            from cxrlib.methods.squid.train import discriminator_logits
+
+            precision = cfg.precision
+            if precision != "fp32":
+                gen.to(memory_format=torch.channels_last)
+                disc.to(memory_format=torch.channels_last)
+
+            def forward(xb):
+                discriminator_logits(gen, disc, xb, cfg, len(xb), precision=precision)
+        else:
+            def forward(xb):
+                with torch.no_grad():
+                    disc(gen(xb)["recon"])
         for batch in (BATCH, 1):
             xb = x[:batch]
-            with torch.no_grad():
-                for _ in range(spec.get("warmup", 1)):
-                    disc(gen(xb)["recon"])
-                times = []
-                for _ in range(iterations):
-                    t0 = time.perf_counter()
-                    disc(gen(xb)["recon"])
-                    times.append(time.perf_counter() - t0)
+            for _ in range(spec.get("warmup", 1)):
+                forward(xb)
+            times = []
+            for _ in range(iterations):
+                t0 = time.perf_counter()
+                forward(xb)
+                times.append(time.perf_counter() - t0)
             result[f"infer_b{batch}"] = summarize(times, batch)
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_GIB
     return result
@@ -479,7 +495,8 @@ def report_markdown(report: dict) -> str:
         f"Command: `{report['command']}`\n\n"
         "train img/s: images per second over whole training cycles of n_critic = 2 iterations (two D steps, "
         "one G step + memory-queue update: what an epoch costs); s / D+G iter: one iteration holding a D and a "
-        "G step; inference: generator + discriminator, eval mode, no_grad; peak: ru_maxrss of a fresh process "
+        "G step; inference: generator + discriminator, eval mode, no gradients (ours-bf16: in bf16, as `score "
+        "--precision bf16`); peak: ru_maxrss of a fresh process "
         "per measurement (including Python + torch).\n\n"
         + markdown_table(report["rows"])
         + ("\nParameters per module (M):\n\n" + params if params else "")
@@ -542,7 +559,7 @@ def main(argv=None) -> int:
                     note = ("one generator forward shared by the D and G steps" if cfg.shared_forward
                             else "official loop (separate D and G forwards)")
                     if impl == "ours-bf16":
-                        note += "; training in bf16 autocast, channels-last (inference fp32)"
+                        note += "; bf16 autocast and channels-last in training and scoring"
                 else:
                     try:
                         st = official_settings_for(config)

@@ -30,6 +30,7 @@ from .benchmark import CommandError
 from .checkpoint import CheckpointError, TrainingDivergedError
 from .data import DataError
 from .methods import add_train_arguments, load_scorer, method_module
+from .precision import PRECISIONS
 from .reproduce import run_notebooks
 from .tables import TABLES
 from .utils import PROFILES, atomic_write_bytes, atomic_write_json, repo_root
@@ -61,6 +62,10 @@ def _score(args) -> int:
             raise ValueError(f"{args.checkpoint}: --feature-cache applies to patch-feature methods "
                              f"(patchcore, wscxr), not to {scorer.method}")
         scorer.feature_cache = args.feature_cache
+    if args.precision != "fp32":
+        if not hasattr(scorer, "set_precision"):
+            raise ValueError(f"{args.checkpoint}: --precision {args.precision}: {scorer.method} scores in fp32 only")
+        scorer.set_precision(args.precision)
     ds = D.load(args.data, size=scorer.image_size)
     if args.split != "all":
         # val and test are the development split's, the same under every training protocol
@@ -86,6 +91,7 @@ def _score(args) -> int:
         speed = "" if args.feature_cache else len(ds) / max(seconds, 1e-9)  # cached features: no inference speed
         res.update({"checkpoint": str(args.checkpoint), "method": scorer.method, "data": str(args.data),
                     "split": args.split, "seconds": seconds, "images_per_second": speed,
+                    "precision": getattr(scorer, "precision", "fp32"),
                     "checkpoint_val_auroc": (scorer.meta.get("val_metrics") or {}).get("auroc", ""),
                     "split_version": scorer.meta.get("split_version", "image-v1") if args.split != "all" else ""})
         atomic_write_json(res, out.with_suffix(".json"))
@@ -147,6 +153,9 @@ def build_parser(method: str | None = None, table: str = "main") -> argparse.Arg
                    help="score only this part of the development split of --data (default all images)")
     s.add_argument("--out", required=True, help="CSV of name,score,label; metrics go to the same name .json")
     s.add_argument("--device", default=None)
+    s.add_argument("--precision", choices=(*PRECISIONS, "auto"), default="fp32",
+                   help="arithmetic of the forward passes (squid, simsid, crtsc): fp32 (default, what the results "
+                        "tables use), bf16 or fp16 autocast with channels-last tensors, or auto")
     s.add_argument("--feature-cache", default=None, metavar="DIR",
                    help="patchcore/wscxr only: reuse the backbone features cached in DIR (as train's --feature-cache "
                         "does); the images/s printed is then not an inference speed and is not stored")

@@ -8,7 +8,8 @@
   underflow, and the step is skipped when an overflow shows up.
 * ``auto``: :func:`resolve` picks bf16 where the CUDA device supports it, fp16 on other CUDA devices, fp32 on CPU.
 
-Weights, optimiser state and losses stay fp32 in every mode; scoring always runs in fp32.
+Weights, optimiser state and losses stay fp32 in every mode. Scoring runs in fp32 unless asked otherwise
+(``python -m cxrlib score --precision``, for the SQUID family: :meth:`~cxrlib.methods.squid.scorer.SquidScorer.set_precision`).
 """
 from __future__ import annotations
 

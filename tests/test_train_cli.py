@@ -1,5 +1,7 @@
 """Training loop (exact resume, NaN guard, checkpoints) and the train/score command line."""
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,6 +194,43 @@ def test_cli_train_then_score(tmp_path, capsys):
     assert main(["score", "--checkpoint", str(tmp_path / "run/model.pt"), "--data", str(tmp_path / "u.npz"),
                  "--out", str(tmp_path / "u.csv")]) == 0
     assert (tmp_path / "u.csv").read_text().splitlines()[1].endswith(",")
+    # scoring in bf16 is recorded in the JSON (what it does to the scores: the next test)
+    assert main(["score", "--checkpoint", str(tmp_path / "run/model.pt"), "--data", str(npz), "--split", "test",
+                 "--out", str(tmp_path / "b.csv"), "--precision", "bf16"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["precision"] == "bf16" and res["precision"] == "fp32"
+
+
+def test_scorer_precision_round_trip_and_the_script(tmp_path, tiny_data):
+    """set_precision("bf16") changes the arithmetic, set_precision("fp32") restores the fp32 scores exactly;
+    scripts/scoring_precision.py writes one row per run."""
+    import importlib.util
+
+    ds, split = tiny_data
+    cfg = squid_config("squid", "quick", epochs=1, image_size=32, base_width=4, mem_slots=10,
+                       decoder_memory_slots=10, disc_eval_norm="running")
+    fit_squid(cfg, ds, split, tmp_path / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
+    finalize_squid(tmp_path / "squid_s0", ds, split)
+    sc = load_scorer(tmp_path / "squid_s0" / "model.pt")
+    x = ds.images[split.test]
+    fp32 = sc.score(x)
+    low = sc.set_precision("bf16").score(x)
+    # one epoch: the logits differ below bf16's resolution, so only "the arithmetic changed" is testable here
+    # (trained models keep their ranking: results/cpu/diagnostics/scoring_precision.csv)
+    assert sc.precision == "bf16" and low.dtype == fp32.dtype and not np.array_equal(low, fp32)
+    assert sc.reconstruct(x[:2]).dtype == torch.float32
+    np.testing.assert_array_equal(sc.set_precision("fp32").score(x), fp32)
+    assert sc.set_precision("auto").precision == "fp32"  # auto on a CPU
+    script = Path(__file__).resolve().parents[1] / "scripts" / "scoring_precision.py"
+    spec = importlib.util.spec_from_file_location("scoring_precision", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    np.savez(tmp_path / "d.npz", images=ds.images, labels=ds.labels, names=ds.names)
+    out = tmp_path / "sp.csv"
+    assert mod.main([str(tmp_path / "squid_s0"), "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
+    assert mod.main([str(tmp_path / "squid_s0"), "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(open(out)))  # upserted, not appended
+    assert row["precision"] == "bf16" and int(row["n_test"]) == len(split.test)
+    assert float(row["auroc_change"]) == pytest.approx(float(row["auroc_low"]) - float(row["auroc_fp32"]), abs=2e-4)
 
 
 @pytest.mark.parametrize("case", ["missing_checkpoint", "not_a_checkpoint", "training_state", "wrong_method",

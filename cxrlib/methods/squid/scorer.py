@@ -55,6 +55,21 @@ class SquidScorer:
         self.mu, self.sigma, self.threshold, self.meta = float(mu), float(sigma), threshold, meta or {}
         self.device = device
         self.image_size = cfg.image_size
+        self.precision = "fp32"
+
+    def set_precision(self, precision: str) -> "SquidScorer":
+        """Score in ``precision`` from now on: ``"fp32"`` (the default, what every table scores with),
+        ``"bf16"``/``"fp16"`` (the generator under autocast, channels-last weights and inputs: about twice as
+        fast on a CPU with bf16 units) or ``"auto"`` (:func:`cxrlib.precision.resolve`). The scores move a
+        little (``scripts/scoring_precision.py`` measures by how much); a model whose scores differ by less than
+        bf16's resolution, such as one trained for an epoch or two, loses its ranking. ``mu``, ``sigma`` and
+        the threshold stay those computed in fp32. Returns the scorer."""
+        device = torch.device(self.device or next(self.gen.parameters()).device)
+        self.precision = P.resolve(precision, device)
+        fmt = torch.contiguous_format if self.precision == "fp32" else torch.channels_last
+        for m in (self.gen, self.disc):
+            m.to(memory_format=fmt)
+        return self
 
     def _x01(self, images):
         a = np.asarray(images)
@@ -67,7 +82,8 @@ class SquidScorer:
 
     def raw_logits(self, images, batch_size: int = 64) -> np.ndarray:
         """``D(G(x))`` for uint8 ``(N, S, S)`` images (or float ``(N, 1, S, S)`` in [0, 1]); shape ``(N,)``."""
-        return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device)
+        return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
+                                    precision=self.precision)
 
     def score(self, images, batch_size: int = 64) -> np.ndarray:
         """Anomaly score per image, shape ``(N,)``; higher = more anomalous."""
@@ -76,7 +92,7 @@ class SquidScorer:
     def reconstruct(self, images, batch_size: int = 64):
         """Reconstructions in [0, 1], shape ``(N, 1, S, S)`` (torch)."""
         return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
-                                    return_recon=True)[1]
+                                    return_recon=True, precision=self.precision)[1]
 
     def anomaly_maps(self, images, batch_size: int = 64, sigma_px: float = 2.0) -> np.ndarray:
         """Display map: absolute reconstruction error, Gaussian-smoothed; shape ``(N, S, S)``. (The score
