@@ -155,7 +155,9 @@ DIAGNOSTICS = {"sharpness_confound": ("diagnostics/sharpness_confound.csv",
                                       "python scripts/sharpness_confound.py --data PATH/zhanglab128_train.npz"),
                "score_vs_fidelity": ("diagnostics/score_vs_fidelity.csv",
                                      "python scripts/score_vs_fidelity.py RUN_DIR --data PATH/zhanglab128_train.npz "
-                                     "--last")}
+                                     "--last"),
+               "scoring_precision": ("diagnostics/scoring_precision.csv",
+                                     "python scripts/scoring_precision.py RUN_DIR ... --data PATH/zhanglab128_train.npz")}
 
 
 def _read_text_rows(path) -> list[dict]:
@@ -172,6 +174,18 @@ def sharpness_markdown(path) -> str:
     for r in _read_text_rows(path):
         lines.append(f"| {r['size']} | {r['split_seed']} | {r['part']} | {r['n_normal']} | {r['n_pneumonia']} | "
                      + " | ".join(f"{100 * float(r['auroc_' + s]):.1f}" for s in stats) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scoring_precision_markdown(path) -> str:
+    """``scoring_precision.csv`` as a table: per run, the development-test AUROC (%) scored in fp32 and in the
+    lower precision, the change in points and Spearman's correlation of the two score vectors."""
+    lines = ["| run | split | precision | test images | AUROC, fp32 | AUROC, low precision | change (points) | Spearman |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in _read_text_rows(path):
+        lines.append(f"| {r['run']} | {r['split_seed']} | {r['precision']} | {r['n_test']} | "
+                     f"{100 * float(r['auroc_fp32']):.1f} | {100 * float(r['auroc_low']):.1f} | "
+                     f"{100 * float(r['auroc_change']):+.2f} | {float(r['spearman']):.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -314,6 +328,16 @@ def issue23_section(root, profile: str) -> list[str]:
                   f"of the run's score, and their Spearman correlation. `{DIAGNOSTICS['score_vs_fidelity'][1]}`. "
                   f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), "",
                   *([reading, ""] if (reading := fidelity_reading(fidelity)) else [])]
+    precision = root / "results" / profile / DIAGNOSTICS["scoring_precision"][0]
+    if precision.exists():
+        rel = precision.relative_to(root / "results").as_posix()
+        parts += ["### Scoring in bf16", "",
+                  f"The same checkpoints scored on their development-test images in fp32 (every table's setting) and "
+                  f"with the generator under bf16 autocast (`python -m cxrlib score --precision bf16`; at batch 16 "
+                  f"2.3 times the fp32 throughput in the `cpu` configuration and 1.8 times in `full`, "
+                  f"`benchmarks/results/squid_speed.md`). "
+                  f"`{DIAGNOSTICS['scoring_precision'][1]}`. Rows: [`results/{rel}`]({rel}).", "",
+                  scoring_precision_markdown(precision).rstrip("\n"), ""]
     if not parts:
         return []
     return ["## Issue #23: the SQUID family at the cpu budget", "", *parts]

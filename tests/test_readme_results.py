@@ -108,3 +108,14 @@ def test_lever_reading_compares_with_the_main_table(tmp_path):
     text = report.lever_reading(lev, metrics)
     assert "**squid, bf16**, 50 epochs (2 seeds): 85.0 ± 1.4 at the kept epochs against 75.0 ± 7.1" in text
     assert "by +0.0 points" in text
+
+
+def test_scoring_precision_table(tmp_path):
+    from cxrlib import report as R
+
+    path = tmp_path / "scoring_precision.csv"
+    path.write_text("run,method,seed,split_seed,split_version,precision,n_test,auroc_fp32,auroc_low,auroc_change,"
+                    "spearman,max_abs_score_diff,threads\n"
+                    "squid_s0,squid,0,0,patient-v2,bf16,644,0.8544,0.8561,0.0017,0.9956,0.6,1\n")
+    table = R.scoring_precision_markdown(path)
+    assert "| squid_s0 | 0 | bf16 | 644 | 85.4 | 85.6 | +0.17 | 0.9956 |" in table
