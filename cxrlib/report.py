@@ -413,7 +413,9 @@ def results_page(root=None, profile: str = "cpu") -> str:
                 f"pixel AUROC over all pixels, Dice at the threshold that maximises Dice on the validation phantoms, "
                 f"and best Dice over a 100-quantile threshold sweep on the test masks themselves (an oracle, reported as "
                 f"such; its sweep is coarse, so a validation threshold that falls between two of its steps can score a "
-                f"little higher).", "",
+                f"little higher). The SQUID family's map is the reconstruction error of the generator of its *last* "
+                f"epoch: its kept epoch is chosen for the discriminator's image score, often early, when the generator "
+                f"still returns a grey field (`SquidScorer.anomaly_maps`).", "",
                 B.localisation_markdown(rows).rstrip("\n"), ""]
     wscxr_csv = TABLES["wscxr"].csv_path(root, profile)
     if wscxr_csv.exists():

@@ -273,3 +273,43 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--help"])
     assert e.value.code == 0 and "--resume" in capsys.readouterr().out
+
+
+def test_anomaly_maps_come_from_the_last_epochs_generator(tmp_path, tiny_data):
+    """finalize_squid stores the last epoch's generator as the map generator when the kept epoch is another one:
+    the score uses the kept generator, the map the last one; a checkpoint whose kept epoch is the last one, or one
+    written before map_gen existed, maps with the kept generator."""
+    ds, split = tiny_data
+    cfg = squid_config("squid", "quick", epochs=1, image_size=32, base_width=4, mem_slots=10,
+                       decoder_memory_slots=10, disc_eval_norm="running")
+    run = tmp_path / "run"
+    fit_squid(cfg, ds, split, run, seed=0, show_progress=False, log=lambda *a: None)
+    finalize_squid(run, ds, split)
+    x = ds.images[split.test[:4]]
+    ck = torch.load(run / "model.pt", weights_only=False)
+    assert ck["map_gen"] is None and ck["map_epoch"] == ck["best_epoch"] == 0  # one epoch: kept = last
+    same = load_scorer(run / "model.pt")
+    assert same.map_gen is None
+    np.testing.assert_array_equal(same.reconstruct(x, generator="map").numpy(), same.reconstruct(x).numpy())
+    # pretend an earlier epoch was kept, with other weights: the map keeps the last epoch's generator
+    last = torch.load(run / "last.pt", weights_only=False)
+    last["history"].append({**last["history"][-1], "epoch": 1})
+    torch.save(last, run / "last.pt")
+    best = torch.load(run / "best.pt", weights_only=False)
+    best["gen"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in best["gen"].items()}
+    torch.save(best, run / "best.pt")
+    finalize_squid(run, ds, split)
+    sc = load_scorer(run / "model.pt")
+    assert sc.meta["map_epoch"] == 1 and sc.meta["best_epoch"] == 0 and sc.map_gen is not None
+    np.testing.assert_allclose(sc.reconstruct(x, generator="map").numpy(), same.reconstruct(x).numpy(), atol=1e-6)
+    assert not np.allclose(sc.reconstruct(x).numpy(), same.reconstruct(x).numpy())
+    np.testing.assert_allclose(sc.anomaly_maps(x), same.anomaly_maps(x), atol=1e-5)
+    with pytest.raises(ValueError, match="'kept' or 'map'"):
+        sc.reconstruct(x, generator="last")
+    # a model.pt from before map_gen existed
+    ck = torch.load(run / "model.pt", weights_only=False)
+    del ck["map_gen"], ck["map_epoch"]
+    torch.save(ck, tmp_path / "old.pt")
+    old = load_scorer(tmp_path / "old.pt")
+    assert old.map_gen is None
+    np.testing.assert_array_equal(old.reconstruct(x, generator="map").numpy(), sc.reconstruct(x).numpy())

@@ -50,12 +50,15 @@ class SquidScorer:
     (:class:`~cxrlib.methods.squid.discriminator.SquidDiscriminator`, ``eval_norm``).
     """
 
-    def __init__(self, method, cfg, gen, disc, mu=0.0, sigma=1.0, threshold=None, meta=None, device=None):
+    def __init__(self, method, cfg, gen, disc, mu=0.0, sigma=1.0, threshold=None, meta=None, device=None,
+                 map_gen=None):
         self.method, self.cfg, self.gen, self.disc = method, cfg, gen, disc
         self.mu, self.sigma, self.threshold, self.meta = float(mu), float(sigma), threshold, meta or {}
         self.device = device
         self.image_size = cfg.image_size
         self.precision = "fp32"
+        # the generator whose reconstruction error makes the anomaly map (see anomaly_maps); gen when None
+        self.map_gen = map_gen
 
     def set_precision(self, precision: str) -> "SquidScorer":
         """Score in ``precision`` from now on: ``"fp32"`` (the default, what every table scores with),
@@ -67,8 +70,9 @@ class SquidScorer:
         device = torch.device(self.device or next(self.gen.parameters()).device)
         self.precision = P.resolve(precision, device)
         fmt = torch.contiguous_format if self.precision == "fp32" else torch.channels_last
-        for m in (self.gen, self.disc):
-            m.to(memory_format=fmt)
+        for m in (self.gen, self.disc, self.map_gen):
+            if m is not None:
+                m.to(memory_format=fmt)
         return self
 
     def _x01(self, images):
@@ -89,16 +93,27 @@ class SquidScorer:
         """Anomaly score per image, shape ``(N,)``; higher = more anomalous."""
         return -(self.raw_logits(images, batch_size) - self.mu) / self.sigma
 
-    def reconstruct(self, images, batch_size: int = 64):
-        """Reconstructions in [0, 1], shape ``(N, 1, S, S)`` (torch)."""
-        return discriminator_logits(self.gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
+    def reconstruct(self, images, batch_size: int = 64, generator: str = "kept"):
+        """Reconstructions in [0, 1], shape ``(N, 1, S, S)`` (torch), by the kept generator (``generator="kept"``,
+        the one that scores) or by the map generator (``"map"``, see :meth:`anomaly_maps`)."""
+        if generator not in ("kept", "map"):
+            raise ValueError(f"generator must be 'kept' or 'map', got {generator!r}")
+        gen = self.map_gen if generator == "map" and self.map_gen is not None else self.gen
+        return discriminator_logits(gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
                                     return_recon=True, precision=self.precision)[1]
 
     def anomaly_maps(self, images, batch_size: int = 64, sigma_px: float = 2.0) -> np.ndarray:
-        """Display map: absolute reconstruction error, Gaussian-smoothed; shape ``(N, S, S)``. (The score
-        itself is the discriminator's; this map shows *where* the reconstruction disagrees.)"""
+        """Anomaly map: absolute reconstruction error, Gaussian-smoothed; shape ``(N, S, S)``. (The score
+        itself is the discriminator's; this map shows *where* the reconstruction disagrees.)
+
+        The map's generator is the *last* epoch's (``map_gen``, stored by :func:`finalize_squid`), not the kept
+        one. The kept epoch is chosen for the discriminator's image score and is often early, when the generator
+        still returns a grey field whose error traces the body's edges rather than a lesion; a map needs a
+        generator that has learnt to reconstruct the body. On the phantoms this moved the pixel AUROC of the
+        ``cpu`` profile's SQUID runs from 43-63 % (kept epoch) to 95-97 % (last epoch). Checkpoints written
+        before ``map_gen`` existed map with the kept generator."""
         x = self._x01(images)[:, 0].numpy()
-        r = self.reconstruct(images, batch_size)[:, 0].numpy()
+        r = self.reconstruct(images, batch_size, generator="map")[:, 0].numpy()
         return np.stack([gaussian_filter(np.abs(a - b), sigma_px) for a, b in zip(x, r)])
 
 
@@ -134,9 +149,13 @@ def finalize_squid(out_dir, ds, split, method: str = "squid", threshold_rule: st
     threshold = M.choose_threshold(y_val, s_val, threshold_rule)
     val = M.evaluate(y_val, s_val, val_threshold=threshold)
     path = out_dir / "model.pt"
+    # the anomaly map's generator: the last epoch's (SquidScorer.anomaly_maps), stored only when it differs
+    last_epoch = last["history"][-1]["epoch"] if last.get("history") else best["epoch"]
+    map_gen = last["gen"] if last_epoch != best["epoch"] else None
     atomic_torch_save({
         "format": FORMAT_VERSION, "method": method, "cfg": last["cfg"], "seed": last["seed"],
         "gen": best["gen"], "disc": best["disc"], "best_epoch": best["epoch"], "mu": mu, "sigma": sigma,
+        "map_gen": map_gen, "map_epoch": last_epoch,
         "threshold": threshold, "threshold_rule": f"{threshold_rule} on the validation split",
         "val_metrics": val, "history": last["history"], "train_seconds": last.get("train_seconds", 0.0),
         "data": last.get("data", ""), "split_seed": split.seed, "split_version": D.SPLIT_VERSION,
@@ -232,9 +251,14 @@ def scorer_from_checkpoint(ck: dict, path, device) -> SquidScorer:
     cfg, gen, disc = _build_squid(ck["cfg"], device)
     gen.load_state_dict(ck["gen"])
     disc.load_state_dict(ck["disc"])
-    meta = {k: ck[k] for k in ("seed", "best_epoch", "val_metrics", "threshold_rule", "data", "train_seconds",
-                               "split_seed", "split_version") if k in ck}
-    return SquidScorer(ck["method"], cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device)
+    meta = {k: ck[k] for k in ("seed", "best_epoch", "map_epoch", "val_metrics", "threshold_rule", "data",
+                               "train_seconds", "split_seed", "split_version") if k in ck}
+    map_gen = None
+    if ck.get("map_gen") is not None:
+        map_gen = SquidGenerator(cfg).to(device)
+        map_gen.load_state_dict(ck["map_gen"])
+    return SquidScorer(ck["method"], cfg, gen, disc, ck["mu"], ck["sigma"], ck["threshold"], meta, device,
+                       map_gen=map_gen)
 
 
 def train_or_load(method: str = "squid", profile: str = "quick", data=None, out_dir=None, seed: int = 0,
