@@ -157,7 +157,9 @@ DIAGNOSTICS = {"sharpness_confound": ("diagnostics/sharpness_confound.csv",
                                      "python scripts/score_vs_fidelity.py RUN_DIR --data PATH/zhanglab128_train.npz "
                                      "--last"),
                "scoring_precision": ("diagnostics/scoring_precision.csv",
-                                     "python scripts/scoring_precision.py RUN_DIR ... --data PATH/zhanglab128_train.npz")}
+                                     "python scripts/scoring_precision.py RUN_DIR ... --data PATH/zhanglab128_train.npz"),
+               "map_generator": ("diagnostics/map_generator.csv",
+                                 "python scripts/map_generator.py runs/cpu/localisation/RUN ...")}
 
 
 def _read_text_rows(path) -> list[dict]:
@@ -186,6 +188,17 @@ def scoring_precision_markdown(path) -> str:
         lines.append(f"| {r['run']} | {r['split_seed']} | {r['precision']} | {r['n_test']} | "
                      f"{100 * float(r['auroc_fp32']):.1f} | {100 * float(r['auroc_low']):.1f} | "
                      f"{100 * float(r['auroc_change']):+.2f} | {float(r['spearman']):.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def map_generator_markdown(path) -> str:
+    """``map_generator.csv`` as a table: per localisation run, the pixel AUROC (%) of maps drawn by the kept
+    epoch's generator and by the last epoch's."""
+    lines = ["| run | kept epoch | pixel AUROC, kept generator | map epoch | pixel AUROC, map generator |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in _read_text_rows(path):
+        lines.append(f"| {r['run']} | {r['kept_epoch']} | {100 * float(r['pixel_auroc_kept']):.1f} | {r['map_epoch']} | "
+                     f"{100 * float(r['pixel_auroc_map']):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -328,6 +341,15 @@ def issue23_section(root, profile: str) -> list[str]:
                   f"of the run's score, and their Spearman correlation. `{DIAGNOSTICS['score_vs_fidelity'][1]}`. "
                   f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), "",
                   *([reading, ""] if (reading := fidelity_reading(fidelity)) else [])]
+    maps = root / "results" / profile / DIAGNOSTICS["map_generator"][0]
+    if maps.exists():
+        rel = maps.relative_to(root / "results").as_posix()
+        parts += ["### Which generator draws the map", "",
+                  f"The localisation runs' maps on the development-test phantoms, drawn by the generator of the kept "
+                  f"epoch (chosen for the discriminator's image score on the validation phantoms) and by that of the "
+                  f"last epoch, which `model.pt` keeps as its map generator; pixel AUROC on the localisation table's "
+                  f"grid. `{DIAGNOSTICS['map_generator'][1]}`. Rows: [`results/{rel}`]({rel}).", "",
+                  map_generator_markdown(maps).rstrip("\n"), ""]
     precision = root / "results" / profile / DIAGNOSTICS["scoring_precision"][0]
     if precision.exists():
         rel = precision.relative_to(root / "results").as_posix()

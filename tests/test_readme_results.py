@@ -119,3 +119,12 @@ def test_scoring_precision_table(tmp_path):
                     "squid_s0,squid,0,0,patient-v2,bf16,644,0.8544,0.8561,0.0017,0.9956,0.6,1\n")
     table = R.scoring_precision_markdown(path)
     assert "| squid_s0 | 0 | bf16 | 644 | 85.4 | 85.6 | +0.17 | 0.9956 |" in table
+
+
+def test_map_generator_table(tmp_path):
+    from cxrlib import report as R
+
+    path = tmp_path / "map_generator.csv"
+    path.write_text("run,method,seed,split_version,kept_epoch,map_epoch,pixel_auroc_kept,pixel_auroc_map\n"
+                    "squid_s0,squid,0,patient-v2,8,50,0.4390,0.9520\n")
+    assert "| squid_s0 | 8 | 43.9 | 50 | 95.2 |" in R.map_generator_markdown(path)

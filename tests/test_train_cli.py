@@ -313,3 +313,25 @@ def test_anomaly_maps_come_from_the_last_epochs_generator(tmp_path, tiny_data):
     old = load_scorer(tmp_path / "old.pt")
     assert old.map_gen is None
     np.testing.assert_array_equal(old.reconstruct(x, generator="map").numpy(), sc.reconstruct(x).numpy())
+
+
+def test_map_generator_script_on_a_phantom_run(tmp_path):
+    """scripts/map_generator.py: one row per localisation run, kept and map generators' pixel AUROC."""
+    import importlib.util
+
+    ds = D.load("phantoms", size=64)
+    split = D.unsupervised_protocol(ds, seed=0)
+    split.train = split.train[:32]
+    cfg = squid_config("squid", "quick", epochs=1, base_width=4, mem_slots=10, decoder_memory_slots=10)
+    fit_squid(cfg, ds, split, tmp_path / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
+    finalize_squid(tmp_path / "squid_s0", ds, split)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "map_generator.py"
+    spec = importlib.util.spec_from_file_location("map_generator", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "maps.csv"
+    assert mod.main([str(tmp_path / "squid_s0"), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(open(out)))
+    # one epoch: the kept generator is the last one, so both maps are the same
+    assert row["kept_epoch"] == row["map_epoch"] == "1" and row["pixel_auroc_kept"] == row["pixel_auroc_map"]
+    assert mod.main([str(tmp_path / "missing"), "--out", str(out)]) == 2

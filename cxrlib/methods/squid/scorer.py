@@ -109,9 +109,9 @@ class SquidScorer:
         The map's generator is the *last* epoch's (``map_gen``, stored by :func:`finalize_squid`), not the kept
         one. The kept epoch is chosen for the discriminator's image score and is often early, when the generator
         still returns a grey field whose error traces the body's edges rather than a lesion; a map needs a
-        generator that has learnt to reconstruct the body. On the phantoms this moved the pixel AUROC of the
-        ``cpu`` profile's SQUID runs from 43-63 % (kept epoch) to 95-97 % (last epoch). Checkpoints written
-        before ``map_gen`` existed map with the kept generator."""
+        generator that has learnt to reconstruct the body (``scripts/map_generator.py`` compares the two on the
+        phantoms: ``results/cpu/diagnostics/map_generator.csv``). Checkpoints written before ``map_gen`` existed
+        map with the kept generator."""
         x = self._x01(images)[:, 0].numpy()
         r = self.reconstruct(images, batch_size, generator="map")[:, 0].numpy()
         return np.stack([gaussian_filter(np.abs(a - b), sigma_px) for a, b in zip(x, r)])
