@@ -43,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import cpu_model, measure_in_subprocess  # noqa: E402
+from measure import cpu_model, measure_in_subprocess, shown_command  # noqa: E402
 SIZES = (1000, 10000, 50000)
 PATHS = ("memory", "lazy")
 KINDS = ("folder", "npz")
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     report = {"machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
                           "python": platform.python_version()},
               "threads": args.threads, "workers": args.workers, "batch": args.batch, "image_size": args.image_size,
-              "commit": commit, "dirty": dirty, "command": " ".join(["python benchmarks/bench_data_scale.py", *cli]),
+              "commit": commit, "dirty": dirty, "command": shown_command("benchmarks/bench_data_scale.py", cli, ROOT),
               "rows": rows}
     out_dir = Path(args.out_dir)
     md = report_markdown(report)

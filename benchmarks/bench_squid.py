@@ -48,7 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import cpu_model, measure_in_subprocess  # noqa: E402
+from measure import cpu_model, measure_in_subprocess, shown_command  # noqa: E402
 OFFICIAL_URL = "https://github.com/tiangexiang/SQUID"
 CONFIGS = ("full", "cpu", "quick")
 #: "ours": fp32 training and scoring; "ours-bf16": bf16 autocast and channels-last tensors in training (the squid-levers
@@ -597,7 +597,7 @@ def main(argv=None) -> int:
     cli = list(sys.argv[1:] if argv is None else argv)
     report = {"machine": machine, "commit": commit, "dirty": dirty, "official_commit": official_commit,
               "iterations": args.iterations, "warmup": args.warmup, "batch": BATCH,
-              "command": " ".join(["python benchmarks/bench_squid.py", *cli]),
+              "command": shown_command("benchmarks/bench_squid.py", cli, ROOT),
               "rows": rows, "raw": raw}
     md = report_markdown(report)
     atomic_write_json(report, out_dir / "squid_speed.json")

@@ -46,3 +46,20 @@ def cpu_model() -> str:
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def shown_command(script: str, argv: list[str], root) -> str:
+    """The command line a report records: ``python <script> <argv>``, with every absolute path inside the
+    repository ``root`` shown relative to it and every other one as ``PATH/<its name>`` (a result file names no
+    folder of the machine that made it)."""
+    from pathlib import Path
+
+    root = Path(root).resolve()
+    shown = []
+    for arg in argv:
+        path = Path(arg)
+        if path.is_absolute():
+            resolved = path.resolve()
+            arg = resolved.relative_to(root).as_posix() if root in resolved.parents else f"PATH/{path.name}"
+        shown.append(arg)
+    return " ".join([f"python {script}", *shown])

@@ -147,3 +147,12 @@ def test_cli_stops_with_one_line_and_status_2_without_official_code(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --official-dir") and "no such directory" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_recorded_commands_name_no_folder_of_this_machine(tmp_path):
+    from measure import shown_command
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = shown_command("benchmarks/bench_squid.py", ["--official-dir", str(tmp_path / "SQUID"), "--out-dir",
+                                                      str(root / "benchmarks" / "results"), "--threads", "2"], root)
+    assert cmd == "python benchmarks/bench_squid.py --official-dir PATH/SQUID --out-dir benchmarks/results --threads 2"
