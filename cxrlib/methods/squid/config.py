@@ -175,6 +175,13 @@ class SquidConfig(ConfigRecord):
     def replace(self, **overrides) -> "SquidConfig":
         return dataclasses.replace(self, **overrides)
 
+    @classmethod
+    def from_saved(cls, d: dict) -> "SquidConfig":
+        """The configuration a checkpoint stored (``ck["cfg"]``). A field added after the checkpoint was written
+        takes its default, except ``disc_eval_norm``: checkpoints from before it existed were trained, selected
+        and scored with the discriminator's running statistics, so its missing value means ``"running"``."""
+        return cls.from_dict({"disc_eval_norm": "running", **d})
+
 
 #: Differences from the SQUID defaults, per preset.
 PRESETS: dict[str, dict[str, Any]] = {

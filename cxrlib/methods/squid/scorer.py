@@ -118,8 +118,7 @@ class SquidScorer:
 
 
 def _build_squid(cfg_dict, device):
-    # checkpoints written before disc_eval_norm existed were trained, selected and scored with running statistics
-    cfg = SquidConfig.from_dict({"disc_eval_norm": "running", **cfg_dict})
+    cfg = SquidConfig.from_saved(cfg_dict)
     gen = SquidGenerator(cfg).to(device)
     disc = SquidDiscriminator(cfg.disc_channels, cfg.image_size, eval_norm=cfg.disc_eval_norm).to(device)
     return cfg, gen, disc
@@ -222,7 +221,7 @@ def checkpoint_mismatch(ck: dict, args) -> str | None:
     """Why the finished ``model.pt`` dict ``ck`` is not the model that ``train`` with ``args`` trains with this
     code (the differing configuration fields, saved -> now), or ``None`` when it is. The benchmark asks this
     before it reuses a run, so a model of an earlier profile definition is never scored as the current one."""
-    saved = SquidConfig.from_dict({"disc_eval_norm": "running", **ck["cfg"]}).to_dict()  # see _build_squid
+    saved = SquidConfig.from_saved(ck["cfg"]).to_dict()
     now = config_from_args(args).to_dict()
     diff = [f"{k} {v!r} -> {now[k]!r}" for k, v in saved.items() if now[k] != v]
     return f"trained with another configuration ({'; '.join(diff)})" if diff else None

@@ -250,9 +250,8 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
         if not last.exists():
             raise CheckpointError(f"{last}: nothing to resume from")
         state = torch.load(last, map_location=device, weights_only=False)
-        # a checkpoint from before a config field existed stored no value for it: read it as the field's default
         try:
-            stored_cfg = type(cfg).from_dict({"disc_eval_norm": "running", **state["cfg"]}).to_dict()
+            stored_cfg = type(cfg).from_saved(state["cfg"]).to_dict()
         except (KeyError, TypeError, ValueError):
             stored_cfg = None
         if state.get("method") != method or stored_cfg != cfg.to_dict() or state.get("seed") != seed:
