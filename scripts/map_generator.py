@@ -23,7 +23,6 @@ from cxrlib import benchmark as B  # noqa: E402
 from cxrlib import data as D  # noqa: E402
 from cxrlib import metrics as M  # noqa: E402
 from cxrlib.methods import load_scorer  # noqa: E402
-from cxrlib.utils import atomic_write_bytes  # noqa: E402
 
 COLUMNS = ["run", "method", "seed", "split_version", "kept_epoch", "map_epoch", "pixel_auroc_kept", "pixel_auroc_map"]
 
@@ -38,9 +37,7 @@ def map_row(run: Path) -> dict:
     masks = D.load(B.LOCALISATION_DATA, size=B.LOCALISATION_SIZE).masks[test]
     images = ds.images[test]
     with_map = B._resize_maps(scorer.anomaly_maps(images), B.LOCALISATION_SIZE)
-    map_gen, scorer.map_gen = scorer.map_gen, None  # anomaly_maps falls back to the kept generator
-    with_kept = B._resize_maps(scorer.anomaly_maps(images), B.LOCALISATION_SIZE)
-    scorer.map_gen = map_gen
+    with_kept = B._resize_maps(scorer.anomaly_maps(images, generator="kept"), B.LOCALISATION_SIZE)
     return {"run": run.name, "method": scorer.method, "seed": scorer.meta.get("seed", ""),
             "split_version": scorer.meta.get("split_version", ""), "kept_epoch": scorer.meta["best_epoch"] + 1,
             "map_epoch": scorer.meta["map_epoch"] + 1, "pixel_auroc_kept": M.pixel_auroc(masks, with_kept),
@@ -62,10 +59,8 @@ def main(argv=None) -> int:
         print(f"{run.name}: kept epoch {r['kept_epoch']} pixel AUROC {r['pixel_auroc_kept']:.3f}; map epoch "
               f"{r['map_epoch']} pixel AUROC {r['pixel_auroc_map']:.3f}")
         rows.append(r)
-    lines = [",".join(COLUMNS)] + [",".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS)
-                                   for r in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out, ("\n".join(lines) + "\n").encode())
+    B.write_rows(args.out, rows, COLUMNS, float_format=".4f")
     print(f"-> {args.out}")
     return 0
 

@@ -23,10 +23,10 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cxrlib import benchmark as B  # noqa: E402
 from cxrlib import data as D  # noqa: E402
 from cxrlib import metrics as M  # noqa: E402
 from cxrlib.methods import load_scorer  # noqa: E402
-from cxrlib.utils import atomic_write_bytes  # noqa: E402
 
 COLUMNS = ["run", "method", "seed", "split_seed", "split_version", "precision", "n_test", "auroc_fp32",
            "auroc_low", "auroc_change", "spearman", "max_abs_score_diff", "threads"]
@@ -52,12 +52,9 @@ def precision_row(run: Path, data, precision: str = "bf16") -> dict:
 def upsert_rows(path: Path, new: list[dict]) -> list[dict]:
     """Replace the rows of ``path`` with the same (run, split version, precision) as a new one; write atomically."""
     rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
-    keys = {(r["run"], r["split_version"], r["precision"]) for r in new}
-    rows = [r for r in rows if (r["run"], r["split_version"], r["precision"]) not in keys] + new
-    lines = [",".join(COLUMNS)]
-    for r in rows:
-        lines.append(",".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    for r in new:
+        rows = B.upsert(rows, r, key=("run", "split_version", "precision"))
+    B.write_rows(path, rows, COLUMNS, float_format=".4f")
     return rows
 
 

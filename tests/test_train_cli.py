@@ -313,6 +313,7 @@ def test_anomaly_maps_come_from_the_last_epochs_generator(tmp_path, tiny_data):
     old = load_scorer(tmp_path / "old.pt")
     assert old.map_gen is None
     np.testing.assert_array_equal(old.reconstruct(x, generator="map").numpy(), sc.reconstruct(x).numpy())
+    np.testing.assert_allclose(sc.anomaly_maps(x, generator="kept"), old.anomaly_maps(x), atol=1e-6)
 
 
 def test_map_generator_script_on_a_phantom_run(tmp_path):

@@ -102,7 +102,7 @@ class SquidScorer:
         return discriminator_logits(gen, self.disc, self._x01(images), self.cfg, batch_size, self.device,
                                     return_recon=True, precision=self.precision)[1]
 
-    def anomaly_maps(self, images, batch_size: int = 64, sigma_px: float = 2.0) -> np.ndarray:
+    def anomaly_maps(self, images, batch_size: int = 64, sigma_px: float = 2.0, generator: str = "map") -> np.ndarray:
         """Anomaly map: absolute reconstruction error, Gaussian-smoothed; shape ``(N, S, S)``. (The score
         itself is the discriminator's; this map shows *where* the reconstruction disagrees.)
 
@@ -111,9 +111,9 @@ class SquidScorer:
         still returns a grey field whose error traces the body's edges rather than a lesion; a map needs a
         generator that has learnt to reconstruct the body (``scripts/map_generator.py`` compares the two on the
         phantoms: ``results/cpu/diagnostics/map_generator.csv``). Checkpoints written before ``map_gen`` existed
-        map with the kept generator."""
+        map with the kept generator; ``generator="kept"`` asks for that one anyway."""
         x = self._x01(images)[:, 0].numpy()
-        r = self.reconstruct(images, batch_size, generator="map")[:, 0].numpy()
+        r = self.reconstruct(images, batch_size, generator=generator)[:, 0].numpy()
         return np.stack([gaussian_filter(np.abs(a - b), sigma_px) for a, b in zip(x, r)])
 
 
