@@ -507,6 +507,14 @@ def stale_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not is_current(r)]
 
 
+def _change_cells(old: dict | None, new: dict | None) -> tuple[str, str, str]:
+    """The cells of a change table for two :func:`summarize` groups (either may be missing): AUROC mean ± std
+    (seeds) of each in %, and the change in points (blank unless both exist)."""
+    cell = lambda s: f"{100 * s['auroc_mean']:.1f} ± {100 * s['auroc_std']:.1f} ({s['n']})" if s else ""  # noqa: E731
+    change = f"{100 * (new['auroc_mean'] - old['auroc_mean']):+.1f}" if old and new else ""
+    return cell(old), cell(new), change
+
+
 def split_change_markdown(rows: list[dict]) -> str:
     """Old against new development split, once: mean ± std AUROC (%) per method and split seed on the
     ``image-v1`` rows and on the current rows, and the change in points; rows present in only one are shown
@@ -520,11 +528,9 @@ def split_change_markdown(rows: list[dict]) -> str:
         groups.setdefault((s["method"], s["variant"], s["split_seed"]), {})[s["split_version"]] = s
     lines = [f"| method | variant | split | AUROC, image-v1 (seeds) | AUROC, {SPLIT_VERSION} (seeds) | change |",
              "| --- | --- | --- | --- | --- | --- |"]
-    cell = lambda s: f"{100 * s['auroc_mean']:.1f} ± {100 * s['auroc_std']:.1f} ({s['n']})" if s else ""  # noqa: E731
     for (method, variant, split_seed), by in groups.items():
-        old, new = by.get("image-v1"), by.get(SPLIT_VERSION)
-        change = f"{100 * (new['auroc_mean'] - old['auroc_mean']):+.1f}" if old and new else ""
-        lines.append(f"| {method} | {variant} | {split_seed} | {cell(old)} | {cell(new)} | {change} |")
+        lines.append(f"| {method} | {variant} | {split_seed} | "
+                     + " | ".join(_change_cells(by.get("image-v1"), by.get(SPLIT_VERSION))) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -545,12 +551,9 @@ def profile_change_markdown(rows: list[dict]) -> str:
         return ""
     lines = ["| method | variant | profile | split | AUROC, version 1 (seeds) | AUROC, current version (seeds) "
              "| change |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    cell = lambda s: f"{100 * s['auroc_mean']:.1f} ± {100 * s['auroc_std']:.1f} ({s['n']})" if s else ""  # noqa: E731
     for (method, variant, profile, split_seed, now), by in groups.items():
-        old, new = by.get("1"), by.get(now)
-        change = f"{100 * (new['auroc_mean'] - old['auroc_mean']):+.1f}" if old and new else ""
-        lines.append(f"| {method} | {variant} | {profile} {now} | {split_seed} | {cell(old)} | {cell(new)} | "
-                     f"{change} |")
+        lines.append(f"| {method} | {variant} | {profile} {now} | {split_seed} | "
+                     + " | ".join(_change_cells(by.get("1"), by.get(now))) + " |")
     return "\n".join(lines) + "\n"
 
 

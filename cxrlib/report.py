@@ -323,46 +323,48 @@ def issue23_section(root, profile: str) -> list[str]:
                       "never reads it), the epoch each rule keeps from the validation curve and the test AUROC "
                       "there: " + "; ".join(f"**{k}**: {v}" for k, v in SL.RULES.items()) + ".", "",
                       rules.rstrip("\n"), ""]
-    sharp = root / "results" / profile / DIAGNOSTICS["sharpness_confound"][0]
-    if sharp.exists():
-        rel = sharp.relative_to(root / "results").as_posix()
-        parts += ["### Image sharpness and intensity against the label", "",
-                  f"AUROC (pneumonia = positive) of four image statistics that use no model, on the validation and "
-                  f"development-test images of each split and image size (split version {_split_versions(sharp)}). "
-                  f"`{DIAGNOSTICS['sharpness_confound'][1]}`. Rows: [`results/{rel}`]({rel}).", "",
-                  sharpness_markdown(sharp).rstrip("\n"), ""]
-    fidelity = root / "results" / profile / DIAGNOSTICS["score_vs_fidelity"][0]
-    if fidelity.exists():
-        rel = fidelity.relative_to(root / "results").as_posix()
-        parts += ["### Score against reconstruction fidelity", "",
-                  f"Per SQUID-family run and checkpoint (kept and last epoch) of version 1 of the `cpu` profile (25 "
-                  f"fp32 epochs: the runs that made the lever study necessary), on the validation images (split version "
-                  f"{_split_versions(fidelity)}): the mean reconstruction error per class, the AUROC of that error and "
-                  f"of the run's score, and their Spearman correlation. `{DIAGNOSTICS['score_vs_fidelity'][1]}`. "
-                  f"Rows: [`results/{rel}`]({rel}).", "", fidelity_markdown(fidelity).rstrip("\n"), "",
-                  *([reading, ""] if (reading := fidelity_reading(fidelity)) else [])]
-    maps = root / "results" / profile / DIAGNOSTICS["map_generator"][0]
-    if maps.exists():
-        rel = maps.relative_to(root / "results").as_posix()
-        parts += ["### Which generator draws the map", "",
-                  f"The localisation runs' maps on the development-test phantoms, drawn by the generator of the kept "
-                  f"epoch (chosen for the discriminator's image score on the validation phantoms) and by that of the "
-                  f"last epoch, which `model.pt` keeps as its map generator; pixel AUROC on the localisation table's "
-                  f"grid. `{DIAGNOSTICS['map_generator'][1]}`. Rows: [`results/{rel}`]({rel}).", "",
-                  map_generator_markdown(maps).rstrip("\n"), ""]
-    precision = root / "results" / profile / DIAGNOSTICS["scoring_precision"][0]
-    if precision.exists():
-        rel = precision.relative_to(root / "results").as_posix()
-        parts += ["### Scoring in bf16", "",
-                  f"The same checkpoints scored on their development-test images in fp32 (every table's setting) and "
-                  f"with the generator under bf16 autocast (`python -m cxrlib score --precision bf16`; at batch 16 "
-                  f"2.3 times the fp32 throughput in the `cpu` configuration and 1.8 times in `full`, "
-                  f"`benchmarks/results/squid_speed.md`). "
-                  f"`{DIAGNOSTICS['scoring_precision'][1]}`. Rows: [`results/{rel}`]({rel}).", "",
-                  scoring_precision_markdown(precision).rstrip("\n"), ""]
+    parts += _diagnostic(
+        root, profile, "sharpness_confound", "Image sharpness and intensity against the label",
+        lambda path: f"AUROC (pneumonia = positive) of four image statistics that use no model, on the validation and "
+                     f"development-test images of each split and image size (split version {_split_versions(path)}).",
+        sharpness_markdown)
+    parts += _diagnostic(
+        root, profile, "score_vs_fidelity", "Score against reconstruction fidelity",
+        lambda path: f"Per SQUID-family run and checkpoint (kept and last epoch) of version 1 of the `cpu` profile (25 "
+                     f"fp32 epochs: the runs that made the lever study necessary), on the validation images (split "
+                     f"version {_split_versions(path)}): the mean reconstruction error per class, the AUROC of that "
+                     f"error and of the run's score, and their Spearman correlation.",
+        fidelity_markdown, fidelity_reading)
+    parts += _diagnostic(
+        root, profile, "map_generator", "Which generator draws the map",
+        lambda path: "The localisation runs' maps on the development-test phantoms, drawn by the generator of the kept "
+                     "epoch (chosen for the discriminator's image score on the validation phantoms) and by that of the "
+                     "last epoch, which `model.pt` keeps as its map generator; pixel AUROC on the localisation table's "
+                     "grid.",
+        map_generator_markdown)
+    parts += _diagnostic(
+        root, profile, "scoring_precision", "Scoring in bf16",
+        lambda path: "The same checkpoints scored on their development-test images in fp32 (every table's setting) and "
+                     "with the generator under bf16 autocast (`python -m cxrlib score --precision bf16`; at batch 16 "
+                     "2.3 times the fp32 throughput in the `cpu` configuration and 1.8 times in `full`, "
+                     "`benchmarks/results/squid_speed.md`).",
+        scoring_precision_markdown)
     if not parts:
         return []
     return ["## Issue #23: the SQUID family at the cpu budget", "", *parts]
+
+
+def _diagnostic(root: Path, profile: str, key: str, title: str, describe, table, reading=None) -> list[str]:
+    """One diagnostic's subsection of the issue #23 section, or ``[]`` without its CSV (:data:`DIAGNOSTICS`
+    ``[key]``): the title, ``describe(path)`` followed by the command and a link to the rows, ``table(path)`` and,
+    when ``reading`` gives one, its reading."""
+    path = root / "results" / profile / DIAGNOSTICS[key][0]
+    if not path.exists():
+        return []
+    rel = path.relative_to(root / "results").as_posix()
+    text = reading(path) if reading else ""
+    return [f"### {title}", "", f"{describe(path)} `{DIAGNOSTICS[key][1]}`. Rows: [`results/{rel}`]({rel}).", "",
+            table(path).rstrip("\n"), "", *([text, ""] if text else [])]
 
 
 def _profile_change_section(all_rows: list[dict]) -> list[str]:
