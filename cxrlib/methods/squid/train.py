@@ -72,7 +72,7 @@ def _images_tensor(ds, idx, size: int) -> torch.Tensor:
     return torch.from_numpy(ds.as_float(idx))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def discriminator_logits(gen, disc, x01: torch.Tensor, cfg, batch_size: int = 64, device=None,
                          return_recon: bool = False, precision: str = "fp32"):
     """Raw SQUID test statistic ``D(G(x))`` (a logit: high = looks real), batched, eval mode.
@@ -95,10 +95,9 @@ def discriminator_logits(gen, disc, x01: torch.Tensor, cfg, batch_size: int = 64
         xb = to_model_range(x01[i:i + batch_size].to(device), cfg.normalize)
         if precision != "fp32":
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            with P.autocast(precision, device.type):
-                out = gen(xb)
-            logits.append(disc(out["recon"].float()).flatten().cpu())
+        with P.autocast(precision, device.type):
+            out = gen(xb)
+        logits.append(disc(out["recon"].float()).flatten().cpu())
         if return_recon:
             recons.append(from_model_range(out["recon"].float(), cfg.normalize).clamp(0, 1).contiguous().cpu())
     logits = torch.cat(logits).numpy()
