@@ -17,6 +17,7 @@ the same CSV with ``data`` = ``phantoms``; :func:`image_rows` and :func:`localis
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -279,10 +280,23 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
 
 
 def thread_count() -> int:
-    """The torch intra-op thread count a child ``python -m cxrlib`` process gets: ``OMP_NUM_THREADS`` when set,
-    else torch's default (the number of cores). Recorded with every row: it changes the float sums."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() else (os.cpu_count() or 1)
+    """The torch intra-op thread count a child ``python -m cxrlib`` process gets under this environment, recorded
+    with every row: it changes the float sums.
+
+    Asked of a child interpreter rather than read from ``OMP_NUM_THREADS``: torch gives ``MKL_NUM_THREADS``
+    precedence where both are set (``OMP_NUM_THREADS=2 MKL_NUM_THREADS=1`` trains on one thread), and which
+    variables count depends on the torch build. Cached per (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) pair.
+    """
+    return _child_thread_count(os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS"))
+
+
+@functools.lru_cache(maxsize=None)
+def _child_thread_count(omp: str | None, mkl: str | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update({k: v for k, v in (("OMP_NUM_THREADS", omp), ("MKL_NUM_THREADS", mkl)) if v is not None})
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
 
 
 def _check_reusable(model_path: Path, method: str, train_argv: list[str]) -> None:

@@ -286,3 +286,13 @@ def test_run_table_is_the_one_benchmark_loop(tmp_path, monkeypatch):
     assert len(rows) == 8 and len(B.read_rows(tmp_path / "m.csv")) == 8
     with pytest.raises(ValueError, match="unknown method"):
         B.run_table(tmp_path / "m.csv", "quick", "embedded", ["nope"], log=lambda *a: None)
+
+
+def test_thread_count_is_what_torch_uses_in_the_child(monkeypatch):
+    # torch lets MKL_NUM_THREADS override OMP_NUM_THREADS: a row must record the count that trained, not the
+    # OMP variable alone (rows made under OMP=2 MKL=1 once said 2 threads and trained on one)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert B.thread_count() == 2
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    assert B.thread_count() == 1
