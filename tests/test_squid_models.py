@@ -231,6 +231,19 @@ def test_inpaint_patch_sees_only_its_neighbours():
 # ---------------------------------------------------------------------------------------------
 # generator
 # ---------------------------------------------------------------------------------------------
+def test_inpaint_inference_mode_layout_changes_no_value():
+    # inference mode hands the attention contiguous sequence-first keys (a bf16 speed fix); in fp32 the values
+    # must be the bits of the plain no-grad path, so every fp32 score stays what the tables hold
+    torch.manual_seed(0)
+    block = InpaintBlock(in_channels=64, feature_size=2, num_patch=2, n_slots=10, k=3).eval()
+    x = torch.randn(16 * 4, 64, 2, 2)
+    with torch.no_grad():
+        plain = block(x)
+    with torch.inference_mode():
+        fast = block(x)
+    assert torch.equal(plain, fast)
+
+
 def test_double_conv_and_encoder_shapes():
     assert DoubleConv(3, 8, stride=2)(torch.randn(2, 3, 16, 16)).shape == (2, 8, 8, 8)
     enc = SquidEncoder(in_channels=1, base_width=4, levels=4)
