@@ -35,7 +35,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
            "run_table", "current_profile_version", "is_current", "current_rows", "stale_rows", "split_change_markdown",
-           "profile_change_markdown", "thread_count", "replace_readme_section",
+           "profile_change_markdown", "thread_count", "upsert_csv", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
@@ -418,6 +418,18 @@ def upsert(rows: list[dict], new: dict, key: tuple[str, ...] | None = None) -> l
         return [r for r in rows if _key(r) != _key(new)] + [new]
     same = tuple(str(new[k]) for k in key)
     return [r for r in rows if tuple(str(r[k]) for k in key) != same] + [new]
+
+
+def upsert_csv(path, new: list[dict], columns: list[str], key: tuple[str, ...], float_format: str = ".4f") -> list[dict]:
+    """Upsert ``new`` into a diagnostics CSV (not the metrics schema) at ``path`` by the ``key`` columns and write
+    it atomically with ``columns``; returns all its rows. A missing file starts empty."""
+    path = Path(path)
+    rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
+    for r in new:
+        rows = upsert(rows, r, key=key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_rows(path, rows, columns, float_format=float_format)
+    return rows
 
 
 def merge_row(path, new: dict) -> list[dict]:

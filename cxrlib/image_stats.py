@@ -2,7 +2,8 @@
 
 On ZhangLab, pneumonia images carry much less fine detail than normal ones (``scripts/sharpness_confound.py``
 measures it), so any model that blurs reconstructs pneumonia *better*, and a score that follows reconstruction
-fidelity can rank the classes backwards. These functions make that check one line in a notebook.
+fidelity can rank the classes backwards. These functions make that check one line in a notebook, and
+:func:`lowpass_error` is the reconstruction error with that fine detail taken out.
 
 All take images as ``(N, S, S)`` arrays (uint8 in 0..255, or floats in [0, 1]) and return ``(N,)`` float64.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter, laplace
 
-__all__ = ["laplacian_energy", "blur_residual", "mean_intensity", "intensity_std", "IMAGE_STATISTICS"]
+__all__ = ["laplacian_energy", "blur_residual", "mean_intensity", "intensity_std", "lowpass_error",
+           "IMAGE_STATISTICS"]
 
 
 def _as_float(images) -> np.ndarray:
@@ -42,6 +44,28 @@ def mean_intensity(images) -> np.ndarray:
 def intensity_std(images) -> np.ndarray:
     """Standard deviation of the grey levels per image (global contrast)."""
     return _as_float(images).std(axis=(1, 2))
+
+
+def lowpass_error(images, reconstructions, sigma: float = 2.0) -> np.ndarray:
+    """Mean squared difference per image after the same Gaussian low-pass (``sigma`` px) of image and
+    reconstruction; ``sigma = 0`` is the plain mean squared reconstruction error.
+
+    The low-pass removes the fine detail that a small generator cannot reproduce and that normal ZhangLab images
+    have more of, and keeps the broad brightness differences that an opacity makes. Choose ``sigma`` on
+    validation images (``scripts/lowpass_error.py`` does).
+
+    Args:
+        images, reconstructions: ``(N, S, S)`` (or ``(N, 1, S, S)``), the same scale.
+    Returns:
+        ``(N,)`` float64.
+    """
+    a, b = _as_float(images), _as_float(reconstructions)
+    if a.shape != b.shape:
+        raise ValueError(f"images {a.shape} and reconstructions {b.shape} differ in shape")
+    if sigma > 0:  # per image: blurring across the batch axis would mix images
+        a = gaussian_filter(a, (0, sigma, sigma))
+        b = gaussian_filter(b, (0, sigma, sigma))
+    return ((a - b) ** 2).mean(axis=(1, 2))
 
 
 #: name -> function, in the order of ``results/cpu/diagnostics/sharpness_confound.csv``'s columns

@@ -13,7 +13,6 @@ Rows go to ``--out`` (default ``results/cpu/diagnostics/scoring_precision.csv``)
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -49,15 +48,6 @@ def precision_row(run: Path, data, precision: str = "bf16") -> dict:
             "max_abs_score_diff": float(np.abs(low - fp32).max()), "threads": torch.get_num_threads()}
 
 
-def upsert_rows(path: Path, new: list[dict]) -> list[dict]:
-    """Replace the rows of ``path`` with the same (run, split version, precision) as a new one; write atomically."""
-    rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
-    for r in new:
-        rows = B.upsert(rows, r, key=("run", "split_version", "precision"))
-    B.write_rows(path, rows, COLUMNS, float_format=".4f")
-    return rows
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders holding model.pt")
@@ -74,8 +64,7 @@ def main(argv=None) -> int:
         print(f"{run.name}: AUROC fp32 {r['auroc_fp32']:.4f}, {args.precision} {r['auroc_low']:.4f} "
               f"({100 * r['auroc_change']:+.2f} points); Spearman {r['spearman']:.4f}")
         new.append(r)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    upsert_rows(args.out, new)
+    B.upsert_csv(args.out, new, COLUMNS, key=("run", "split_version", "precision"))
     print(f"-> {args.out}")
     return 0
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cxrlib import data as D
+from cxrlib import metrics as M
 from cxrlib.checkpoint import TrainingDivergedError
 from cxrlib.cli import main
 from cxrlib.methods import load_scorer
@@ -231,6 +232,33 @@ def test_scorer_precision_round_trip_and_the_script(tmp_path, tiny_data):
     (row,) = list(csv.DictReader(open(out)))  # upserted, not appended
     assert row["precision"] == "bf16" and int(row["n_test"]) == len(split.test)
     assert float(row["auroc_change"]) == pytest.approx(float(row["auroc_low"]) - float(row["auroc_fp32"]), abs=2e-4)
+
+
+def test_lowpass_error_script_chooses_sigma_on_validation(tmp_path, tiny_data):
+    """scripts/lowpass_error.py: one row per run, sigma from its grid, the plain error at sigma 0 and the
+    low-pass AUROC on validation the best over the grid."""
+    import importlib.util
+
+    ds, split = tiny_data
+    cfg = squid_config("squid", "quick", epochs=1, image_size=32, base_width=4, mem_slots=10,
+                       decoder_memory_slots=10, disc_eval_norm="running")
+    fit_squid(cfg, ds, split, tmp_path / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
+    finalize_squid(tmp_path / "squid_s0", ds, split)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "lowpass_error.py"
+    spec = importlib.util.spec_from_file_location("lowpass_error", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    np.savez(tmp_path / "d.npz", images=ds.images, labels=ds.labels, names=ds.names)
+    out = tmp_path / "lp.csv"
+    for _ in range(2):
+        assert mod.main([str(tmp_path / "squid_s0"), "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(open(out)))  # upserted, not appended
+    assert float(row["sigma"]) in mod.SIGMAS
+    assert float(row["val_auroc_lowpass"]) >= float(row["val_auroc_plain"])
+    sc = load_scorer(tmp_path / "squid_s0" / "model.pt")
+    x, y = ds.images[split.val], ds.labels[split.val]
+    plain = M.auroc(y, ((sc.reconstruct(x).numpy()[:, 0] - x / 255.0) ** 2).mean(axis=(1, 2)))
+    assert float(row["val_auroc_plain"]) == pytest.approx(plain, abs=1e-4)
 
 
 @pytest.mark.parametrize("case", ["missing_checkpoint", "not_a_checkpoint", "training_state", "wrong_method",
