@@ -232,15 +232,11 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
                   "--split-seed", str(split_seed), "--out", str(run), "--no-progress", *extra]
     command = display_command(train_argv)
     info_path = run / "bench_train.json"
-    if (run / "model.pt").exists():
-        _check_reusable(run / "model.pt", method, train_argv)
-    if (run / "model.pt").exists() and info_path.exists():
+    ck = _check_reusable(run / "model.pt", method, train_argv) if (run / "model.pt").exists() else None
+    if ck is not None and info_path.exists():
         info = json.loads(info_path.read_text())
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))}")
-    elif (run / "model.pt").exists():  # trained by a notebook: its checkpoint knows the training time
-        import torch
-
-        ck = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+    elif ck is not None:  # trained by a notebook: its checkpoint knows the training time
         info = {"train_minutes": float(ck.get("train_seconds", float("nan"))) / 60, "peak_train_gib": ""}
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))} (trained elsewhere; peak memory not measured)")
     else:
@@ -299,9 +295,10 @@ def _child_thread_count(omp: str | None, mkl: str | None) -> int:
     return int(out.stdout.strip())
 
 
-def _check_reusable(model_path: Path, method: str, train_argv: list[str]) -> None:
+def _check_reusable(model_path: Path, method: str, train_argv: list[str]) -> dict:
     """Refuse to reuse a run trained on another development-split definition than this code's, or (for a
-    method that can tell, see :mod:`cxrlib.methods`) with another configuration than ``train_argv`` builds now."""
+    method that can tell, see :mod:`cxrlib.methods`) with another configuration than ``train_argv`` builds now.
+    Returns the loaded checkpoint, so that the caller reads it once."""
     import argparse
 
     import torch
@@ -320,6 +317,7 @@ def _check_reusable(model_path: Path, method: str, train_argv: list[str]) -> Non
     if why:
         raise CommandError(f"{_display(str(model_path))}: {why}; delete {_display(str(model_path.parent))} to "
                            f"retrain it")
+    return ck
 
 
 def run_table(csv_path, profile: str, data: str, methods=None, seeds=(0,), split_seeds=(0,), tables=("image",),
