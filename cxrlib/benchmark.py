@@ -35,7 +35,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
            "run_table", "current_profile_version", "is_current", "current_rows", "stale_rows", "split_change_markdown",
-           "profile_change_markdown", "thread_count", "upsert_csv", "replace_readme_section",
+           "profile_change_markdown", "thread_count", "upsert_csv", "diagnose_runs", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
@@ -428,6 +428,22 @@ def upsert_csv(path, new: list[dict], columns: list[str], key: tuple[str, ...], 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_rows(path, rows, columns, float_format=float_format)
     return rows
+
+
+def diagnose_runs(runs, row, line, out, columns: list[str], key: tuple[str, ...]) -> int:
+    """The loop of the per-run diagnostic scripts (``scripts/scoring_precision.py``, ``scripts/lowpass_error.py``):
+    ``row(run)`` for each run folder, ``line(row)`` printed, all rows upserted into ``out`` by ``key``. Returns the
+    exit status: 2, with a one-line message, when a folder holds no ``model.pt`` (nothing is written then)."""
+    new = []
+    for run in map(Path, runs):
+        if not (run / "model.pt").exists():
+            print(f"{run}: no model.pt", file=sys.stderr)
+            return 2
+        new.append(row(run))
+        print(line(new[-1]))
+    upsert_csv(out, new, columns, key)
+    print(f"-> {out}")
+    return 0
 
 
 def merge_row(path, new: dict) -> list[dict]:

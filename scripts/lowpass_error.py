@@ -63,19 +63,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="the data the runs were trained on (zhanglab128_train.npz)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "cpu" / "diagnostics" / "lowpass_error.csv")
     args = ap.parse_args(argv)
-    new = []
-    for run in args.runs:
-        if not (run / "model.pt").exists():
-            print(f"{run}: no model.pt", file=sys.stderr)
-            return 2
-        r = lowpass_row(run, args.data)
-        print(f"{run.name}: error AUROC on validation {r['val_auroc_plain']:.3f} plain, {r['val_auroc_lowpass']:.3f} "
-              f"after a {r['sigma']:g} px low-pass; test {r['test_auroc_plain']:.3f} -> {r['test_auroc_lowpass']:.3f} "
-              f"(the score: {r['test_auroc_score']:.3f})")
-        new.append(r)
-    B.upsert_csv(args.out, new, COLUMNS, key=("run", "split_version"))
-    print(f"-> {args.out}")
-    return 0
+    return B.diagnose_runs(
+        args.runs, lambda run: lowpass_row(run, args.data),
+        lambda r: (f"{r['run']}: error AUROC on validation {r['val_auroc_plain']:.3f} plain, "
+                   f"{r['val_auroc_lowpass']:.3f} after a {r['sigma']:g} px low-pass; test {r['test_auroc_plain']:.3f} "
+                   f"-> {r['test_auroc_lowpass']:.3f} (the score: {r['test_auroc_score']:.3f})"),
+        args.out, COLUMNS, key=("run", "split_version"))
 
 
 if __name__ == "__main__":

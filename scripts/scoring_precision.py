@@ -55,18 +55,11 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=("bf16", "fp16"), default="bf16")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "cpu" / "diagnostics" / "scoring_precision.csv")
     args = ap.parse_args(argv)
-    new = []
-    for run in args.runs:
-        if not (run / "model.pt").exists():
-            print(f"{run}: no model.pt", file=sys.stderr)
-            return 2
-        r = precision_row(run, args.data, args.precision)
-        print(f"{run.name}: AUROC fp32 {r['auroc_fp32']:.4f}, {args.precision} {r['auroc_low']:.4f} "
-              f"({100 * r['auroc_change']:+.2f} points); Spearman {r['spearman']:.4f}")
-        new.append(r)
-    B.upsert_csv(args.out, new, COLUMNS, key=("run", "split_version", "precision"))
-    print(f"-> {args.out}")
-    return 0
+    return B.diagnose_runs(
+        args.runs, lambda run: precision_row(run, args.data, args.precision),
+        lambda r: (f"{r['run']}: AUROC fp32 {r['auroc_fp32']:.4f}, {args.precision} {r['auroc_low']:.4f} "
+                   f"({100 * r['auroc_change']:+.2f} points); Spearman {r['spearman']:.4f}"),
+        args.out, COLUMNS, key=("run", "split_version", "precision"))
 
 
 if __name__ == "__main__":

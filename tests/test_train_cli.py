@@ -34,6 +34,29 @@ def tiny_data():
     return ds, split
 
 
+def _script(name: str):
+    """``scripts/<name>.py`` imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_data):
+    """A finalised one-epoch SQUID run (``squid_s0``) on ``tiny_data``, and an ``.npz`` of that data beside it."""
+    ds, split = tiny_data
+    root = tmp_path_factory.mktemp("tiny_run")
+    cfg = squid_config("squid", "quick", epochs=1, image_size=32, base_width=4, mem_slots=10,
+                       decoder_memory_slots=10, disc_eval_norm="running")
+    fit_squid(cfg, ds, split, root / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
+    finalize_squid(root / "squid_s0", ds, split)
+    np.savez(root / "d.npz", images=ds.images, labels=ds.labels, names=ds.names)
+    return root / "squid_s0", root / "d.npz"
+
+
 def _weights(path):
     return torch.load(path, weights_only=False)["gen"]
 
@@ -201,17 +224,12 @@ def test_cli_train_then_score(tmp_path, capsys):
     assert json.loads((tmp_path / "b.json").read_text())["precision"] == "bf16" and res["precision"] == "fp32"
 
 
-def test_scorer_precision_round_trip_and_the_script(tmp_path, tiny_data):
+def test_scorer_precision_round_trip_and_the_script(tmp_path, tiny_data, tiny_run):
     """set_precision("bf16") changes the arithmetic, set_precision("fp32") restores the fp32 scores exactly;
     scripts/scoring_precision.py writes one row per run."""
-    import importlib.util
-
     ds, split = tiny_data
-    cfg = squid_config("squid", "quick", epochs=1, image_size=32, base_width=4, mem_slots=10,
-                       decoder_memory_slots=10, disc_eval_norm="running")
-    fit_squid(cfg, ds, split, tmp_path / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
-    finalize_squid(tmp_path / "squid_s0", ds, split)
-    sc = load_scorer(tmp_path / "squid_s0" / "model.pt")
+    run, data = tiny_run
+    sc = load_scorer(run / "model.pt")
     x = ds.images[split.test]
     fp32 = sc.score(x)
     low = sc.set_precision("bf16").score(x)
@@ -221,41 +239,29 @@ def test_scorer_precision_round_trip_and_the_script(tmp_path, tiny_data):
     assert sc.reconstruct(x[:2]).dtype == torch.float32
     np.testing.assert_array_equal(sc.set_precision("fp32").score(x), fp32)
     assert sc.set_precision("auto").precision == "fp32"  # auto on a CPU
-    script = Path(__file__).resolve().parents[1] / "scripts" / "scoring_precision.py"
-    spec = importlib.util.spec_from_file_location("scoring_precision", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    np.savez(tmp_path / "d.npz", images=ds.images, labels=ds.labels, names=ds.names)
+    mod = _script("scoring_precision")
     out = tmp_path / "sp.csv"
-    assert mod.main([str(tmp_path / "squid_s0"), "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
-    assert mod.main([str(tmp_path / "squid_s0"), "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
+    assert mod.main([str(run), "--data", str(data), "--out", str(out)]) == 0
+    assert mod.main([str(run), "--data", str(data), "--out", str(out)]) == 0
     (row,) = list(csv.DictReader(open(out)))  # upserted, not appended
     assert row["precision"] == "bf16" and int(row["n_test"]) == len(split.test)
     assert float(row["auroc_change"]) == pytest.approx(float(row["auroc_low"]) - float(row["auroc_fp32"]), abs=2e-4)
+    assert mod.main([str(tmp_path / "nothing_here"), "--data", str(data), "--out", str(out)]) == 2
 
 
-def test_lowpass_error_script_chooses_sigma_on_validation(tmp_path, tiny_data):
+def test_lowpass_error_script_chooses_sigma_on_validation(tmp_path, tiny_data, tiny_run):
     """scripts/lowpass_error.py: one row per run, sigma from its grid, the plain error at sigma 0 and the
     low-pass AUROC on validation the best over the grid."""
-    import importlib.util
-
     ds, split = tiny_data
-    cfg = squid_config("squid", "quick", epochs=1, image_size=32, base_width=4, mem_slots=10,
-                       decoder_memory_slots=10, disc_eval_norm="running")
-    fit_squid(cfg, ds, split, tmp_path / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
-    finalize_squid(tmp_path / "squid_s0", ds, split)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "lowpass_error.py"
-    spec = importlib.util.spec_from_file_location("lowpass_error", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    np.savez(tmp_path / "d.npz", images=ds.images, labels=ds.labels, names=ds.names)
+    run, data = tiny_run
+    mod = _script("lowpass_error")
     out = tmp_path / "lp.csv"
     for _ in range(2):
-        assert mod.main([str(tmp_path / "squid_s0"), "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
+        assert mod.main([str(run), "--data", str(data), "--out", str(out)]) == 0
     (row,) = list(csv.DictReader(open(out)))  # upserted, not appended
     assert float(row["sigma"]) in mod.SIGMAS
     assert float(row["val_auroc_lowpass"]) >= float(row["val_auroc_plain"])
-    sc = load_scorer(tmp_path / "squid_s0" / "model.pt")
+    sc = load_scorer(run / "model.pt")
     x, y = ds.images[split.val], ds.labels[split.val]
     plain = M.auroc(y, ((sc.reconstruct(x).numpy()[:, 0] - x / 255.0) ** 2).mean(axis=(1, 2)))
     assert float(row["val_auroc_plain"]) == pytest.approx(plain, abs=1e-4)
@@ -346,18 +352,13 @@ def test_anomaly_maps_come_from_the_last_epochs_generator(tmp_path, tiny_data):
 
 def test_map_generator_script_on_a_phantom_run(tmp_path):
     """scripts/map_generator.py: one row per localisation run, kept and map generators' pixel AUROC."""
-    import importlib.util
-
     ds = D.load("phantoms", size=64)
     split = D.unsupervised_protocol(ds, seed=0)
     split.train = split.train[:32]
     cfg = squid_config("squid", "quick", epochs=1, base_width=4, mem_slots=10, decoder_memory_slots=10)
     fit_squid(cfg, ds, split, tmp_path / "squid_s0", seed=0, show_progress=False, log=lambda *a: None)
     finalize_squid(tmp_path / "squid_s0", ds, split)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "map_generator.py"
-    spec = importlib.util.spec_from_file_location("map_generator", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("map_generator")
     out = tmp_path / "maps.csv"
     assert mod.main([str(tmp_path / "squid_s0"), "--out", str(out)]) == 0
     (row,) = list(csv.DictReader(open(out)))
