@@ -422,7 +422,10 @@ def upsert_csv(path, new: list[dict], columns: list[str], key: tuple[str, ...], 
     """Upsert ``new`` into a diagnostics CSV (not the metrics schema) at ``path`` by the ``key`` columns and write
     it atomically with ``columns``; returns all its rows. A missing file starts empty."""
     path = Path(path)
-    rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
     for r in new:
         rows = upsert(rows, r, key=key)
     path.parent.mkdir(parents=True, exist_ok=True)
