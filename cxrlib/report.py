@@ -508,11 +508,21 @@ def results_page(root=None, profile: str = "cpu") -> str:
                 f"features, not the paper's ImageNet setting. Rows: [`results/wscxr_{profile}.csv`](wscxr_{profile}.csv) "
                 f"(commits {_commits(w_rows)}{'; made on the `image-v1` split, not yet re-run' if stale else ''}).", "",
                 W.summary_table(w_rows).rstrip("\n"), "", f"![WSCXR](../figures/wscxr_{profile}.png)", ""]
+    ablation_csv = TABLES["crtsc-ablation"].csv_path(root, profile)
+    if ablation_csv.exists():
+        from .tables import crtsc_ablation as C
+
+        a_rows, a_stale = C.table_rows(ablation_csv)
+        rel = ablation_csv.relative_to(root / "results").as_posix()
+        partial = not a_stale and len(a_rows) < C.DESIGN_ROWS
+        out += [f"## CRTSC ablation{' (stale: `image-v1` split)' if a_stale else ' (partial)' if partial else ''}", "",
+                "The paper's Tables 3, 5 and 6 in the `cpu` profile on development split 0: "
+                "`python -m cxrlib benchmark --table crtsc-ablation --data PATH/zhanglab128_train.npz` (two workers: "
+                "`--shard 0/2` and `--shard 1/2`, one thread each; a stopped worker resumes). Its \"all (CRTSC)\" rows "
+                f"are the main table's CRTSC runs. Rows: [`results/{rel}`]({rel}) (commits {_commits(a_rows)}).", "",
+                C.markdown(ablation_csv).rstrip("\n"), ""]
     # tables made on the image-v1 split and not yet re-run: (title, table name, how to re-run)
     stale_tables = [
-        ("CRTSC ablation", "crtsc-ablation",
-         "Kept as a record until the SQUID family's recipe is re-run (issue #23); `python -m cxrlib benchmark --table "
-         "crtsc-ablation --data PATH/zhanglab128_train.npz` re-runs it."),
         ("DDAD: the full recipe", "ddad-full",
          "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train-minutes "
          "column gives the cost on one core); `python -m cxrlib benchmark --table ddad-full --data "

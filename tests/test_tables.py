@@ -98,10 +98,13 @@ def test_the_committed_ablation_rows_are_the_designs_commands():
 
     design = {(r["table"], r["row"], str(r["seed"])): display_command(["train", *r["args"]]) +
               f" --data PATH/zhanglab128_train.npz --out {r['run']}" for r in C.design()}
-    rows = list(csv.DictReader(open(ROOT / "results" / "crtsc_ablation" / "ablation.csv", newline="")))
-    assert len(rows) == len(design)
+    rows = C.read_rows(ROOT / "results" / "crtsc_ablation" / "ablation.csv")
+    by_version: dict = {}
     for r in rows:
+        by_version.setdefault((r["split_version"], r["profile_version"]), []).append(r)
         assert r["command"] == design[(r["table"], r["row"], r["seed"])]
+    for version, group in by_version.items():  # one row per design row and definition, at most
+        assert len({(r["table"], r["row"], r["seed"]) for r in group}) == len(group) <= len(design), version
 
 
 @pytest.mark.parametrize("shard", ["2/2", "x/2", "0/0"])
@@ -147,7 +150,8 @@ def test_a_row_of_an_already_finished_run_copies_its_numbers(tmp_path, capsys):
         if design[i][1] in seen:
             continue  # the second row of a run: the runner must fill it
         seen.add(design[i][1])
-        rows.append([table, row, seed.removeprefix("seed "), 0.5 + i / 100, 0.4, 0.3, 0.2, 0.1, 9.0, cmd, "abc"])
+        rows.append([table, row, seed.removeprefix("seed "), 0.5 + i / 100, 0.4, 0.3, 0.2, 0.1, 9.0, cmd, "abc",
+                     *_current_versions(), "1"])
     with open(out / "ablation.csv", "w", newline="") as f:
         csv.writer(f).writerows([C.COLUMNS, *rows])
     assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "zhanglab128_train.npz",
@@ -160,6 +164,52 @@ def test_a_row_of_an_already_finished_run_copies_its_numbers(tmp_path, capsys):
         copy = next(r for r in got if r["table"] == table and r["row"] == row)
         assert {k: copy[k] for k in C.COLUMNS[3:]} == {k: crtsc_s0[k] for k in C.COLUMNS[3:]}
     assert (out / "summary.csv").exists() and (out / "crtsc_ablation.png").exists()
+
+
+def _current_versions() -> list[str]:
+    from cxrlib.benchmark import current_profile_version
+    from cxrlib.data import SPLIT_VERSION
+
+    return [SPLIT_VERSION, current_profile_version("crtsc", "cpu")]
+
+
+def test_stale_ablation_rows_are_a_record_not_done_rows(tmp_path, capsys):
+    """A CSV written before the version columns (the image-v1 split) is migrated, never counts as done, and is
+    summarised as stale until a current row exists; from then on the summary holds the current rows only."""
+    design = _dry_run(tmp_path, "0/1", capsys)
+    out = tmp_path / "out"
+    out.mkdir()
+    legacy = C.COLUMNS[:11]  # the columns before the split and profile versions were recorded
+    stale = [["table3", "+KL", s, 0.6, 0.6, 0.6, 0.6, 0.6, 10.0, "k", "old"] for s in (0, 1, 2)]
+    with open(out / "ablation.csv", "w", newline="") as f:
+        csv.writer(f).writerows([legacy, *stale])
+    rows, is_stale = C.table_rows(out / "ablation.csv")
+    assert is_stale and len(rows) == 3 and {r["split_version"] for r in rows} == {"image-v1"}
+    assert C.summary_table(out / "ablation.csv").startswith("Stale: all 3 rows")
+    assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "zhanglab128_train.npz", "--dry-run",
+                     "--out", str(out)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(design) == 24  # the stale rows are not done
+    C._migrate(out / "ablation.csv")  # what a worker does before its first row: the legacy rows get their versions
+    assert next(csv.reader(open(out / "ablation.csv", newline=""))) == C.COLUMNS
+    assert C.read_rows(out / "ablation.csv") == rows
+    with open(out / "ablation.csv", "a", newline="") as f:  # one current row beside the stale ones
+        csv.writer(f).writerow(["table3", "+KL", 0, 0.8, 0.8, 0.8, 0.8, 0.8, 10.0, "k", "new", *_current_versions(), 1])
+    rows, is_stale = C.table_rows(out / "ablation.csv")
+    assert not is_stale and [r["commit"] for r in rows] == ["new"]
+    assert C.summary_table(out / "ablation.csv").startswith("1 of the design's 24 rows on the current definition")
+    assert C.summarize(out / "ablation.csv")["auroc_mean"].tolist() == [0.8]
+
+
+def test_a_run_folder_of_another_split_is_refused_not_reused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(C, "repo_root", lambda: tmp_path)
+    first = C.design()[0]["run"]
+    (tmp_path / first).mkdir(parents=True)
+    torch.save({"split_version": "image-v1"}, tmp_path / first / "model.pt")
+    assert cli.main(["benchmark", "--table", "crtsc-ablation", "--data", "zhanglab128_train.npz",
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "trained on development split 'image-v1'" in err and Path(first).name in err
+    assert C.read_rows(tmp_path / "out" / "ablation.csv") == []  # nothing was written for it
 
 
 def _write(path, rows):

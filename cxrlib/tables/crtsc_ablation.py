@@ -9,11 +9,17 @@
   0.03; its exact sweep values are not in methods.md, these bracket it).
 
 Runs with identical settings share one run folder and one command (e.g. table5 T=24 = table3 "all" seed 0), so 22
-trainings for 24 rows; a row whose command already has a row in the CSV copies that row's numbers (same run). Each
-finished run appends one row (metrics at the validation threshold, its command and the commit) to
-``results/crtsc_ablation/ablation.csv``; re-running skips finished rows and resumes an interrupted one (``--resume``).
-At the end the summary (``summary.csv``: mean ± sample std over seeds per table row, the paper's AUROC beside it)
-and the figure are written for the CSV as it stands, also a partial one.
+trainings for 24 rows; a row whose command already has a current row in the CSV copies that row's numbers (same
+run). Each finished run appends one row (metrics at the validation threshold, its command, the commit, the
+development-split and ``cpu``-profile versions and the thread count) to ``results/crtsc_ablation/ablation.csv``;
+re-running skips finished rows and resumes an interrupted one (``--resume``).
+
+Rows of an earlier split or profile definition (:func:`is_current` false; a CSV written before those columns
+existed is the ``image-v1`` split and profile version 1) stay in the CSV as a record, marked stale: they never count
+as done, and a run folder whose model was trained under another definition is refused rather than reused. The
+summary (``summary.csv``: mean ± sample std over seeds per table row, the paper's AUROC beside it), the Markdown
+and the figure are drawn from the current rows, also a partial set of them; from the stale ones only while no
+current row exists (:func:`table_rows`).
 
     python -m cxrlib benchmark --table crtsc-ablation --data PATH/zhanglab128_train.npz     (--dry-run: commands only)
 
@@ -34,13 +40,16 @@ from pathlib import Path
 from .. import benchmark as B
 from ..utils import atomic_write_bytes, repo_root
 
-__all__ = ["COLUMNS", "KEY", "DESIGN_ROWS", "METRICS", "TABLE3_ORDER", "TABLE_NAMES", "PAPER_ROW", "design",
+__all__ = ["COLUMNS", "KEY", "DESIGN_ROWS", "read_rows", "is_current", "table_rows", "METRICS", "TABLE3_ORDER", "TABLE_NAMES", "PAPER_ROW", "design",
            "parse_shard", "plan", "paper_auroc", "summarize", "summary_table", "markdown", "figure", "write_summary",
            "add_arguments", "run"]
 
-COLUMNS = ["table", "row", "seed", "auroc", "ap", "acc", "f1", "val_auroc", "train_minutes", "command", "commit"]
-#: the columns that identify a row: a row of the same key is not run again
-KEY = ("table", "row", "seed")
+COLUMNS = ["table", "row", "seed", "auroc", "ap", "acc", "f1", "val_auroc", "train_minutes", "command", "commit",
+           "split_version", "profile_version", "threads"]
+#: the columns that identify a row: a current row of the same key is not run again
+KEY = ("table", "row", "seed", "split_version", "profile_version")
+#: what a row written before a column existed had (the columns were added with the patient-disjoint split)
+_LEGACY = {"split_version": "image-v1", "profile_version": "1", "threads": ""}
 #: rows of the design (:func:`design`): Table 3 5 rows x 3 seeds, Table 5 5 values, Table 6 4 values
 DESIGN_ROWS = 5 * 3 + 5 + 4
 METRICS = ["auroc", "ap", "acc", "f1"]
@@ -110,13 +119,40 @@ def paper_auroc(row: str) -> float:
     return hits[0] if hits else float("nan")
 
 
+def read_rows(csv_path: Path) -> list[dict]:
+    """Every row of the CSV as text, a column the file predates filled with its legacy value; ``[]`` without a file."""
+    csv_path = Path(csv_path)
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{c: (r.get(c) if r.get(c) is not None else _LEGACY.get(c, "")) for c in COLUMNS} for r in rows]
+
+
+def is_current(r: dict) -> bool:
+    """Whether row ``r`` was made on this code's development split and ``cpu``-profile definition of CRTSC."""
+    from ..data import SPLIT_VERSION
+
+    return r["split_version"] == SPLIT_VERSION and r["profile_version"] == B.current_profile_version("crtsc", "cpu")
+
+
+def table_rows(csv_path: Path) -> tuple[list[dict], bool]:
+    """The rows the summary is drawn from and whether they are stale: the current rows when there is one, else
+    the stale record."""
+    rows = read_rows(csv_path)
+    current = [r for r in rows if is_current(r)]
+    return (current, False) if current else (rows, True)
+
+
 def summarize(csv_path: Path):
-    """One line per (table, row) in the design's order (Table 3 as the paper lists it, then T and lambda ascending):
-    ``<metric>_mean``/``_std`` (sample std, NaN for one seed), ``seeds``, ``train_minutes`` (mean per run) and
-    ``paper_auroc_pct``."""
+    """One line per (table, row) of :func:`table_rows` in the design's order (Table 3 as the paper lists it, then T
+    and lambda ascending): ``<metric>_mean``/``_std`` (sample std, NaN for one seed), ``seeds``, ``train_minutes``
+    (mean per run) and ``paper_auroc_pct``."""
     import pandas as pd
 
-    df = pd.read_csv(csv_path)
+    df = pd.DataFrame(table_rows(csv_path)[0], columns=COLUMNS)
+    for c in ("seed", *METRICS, "val_auroc", "train_minutes"):
+        df[c] = pd.to_numeric(df[c])
     g = df.groupby(["table", "row"], sort=False)
     out = g[METRICS].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
@@ -143,9 +179,16 @@ def _pct(mean: float, std: float) -> str:
 
 
 def summary_table(csv_path: Path) -> str:
-    """Markdown table of :func:`summarize` (metrics in %)."""
+    """Markdown table of :func:`summarize` (metrics in %), preceded by what its rows are: current (how many of the
+    design's) or the stale record."""
+    rows, stale = table_rows(csv_path)
+    versions = sorted({(r["split_version"], r["profile_version"]) for r in rows})
+    what = ", ".join(f"`{sv}` split, `cpu` profile version {pv}" for sv, pv in versions)
+    head = (f"Stale: all {len(rows)} rows were made on an earlier definition ({what}); no row of the current one yet."
+            if stale else f"{len(rows)} of the design's {DESIGN_ROWS} rows on the current definition ({what})"
+            + (", the rest still to run; the stale record stays in the CSV." if len(rows) < DESIGN_ROWS else "."))
     s = summarize(csv_path)
-    lines = ["| table | row | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | paper AUROC (official test) |",
+    lines = [head, "","| table | row | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | paper AUROC (official test) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in s.itertuples():
         paper = "" if r.paper_auroc_pct != r.paper_auroc_pct else f"{r.paper_auroc_pct:g}"
@@ -205,16 +248,31 @@ def add_arguments(p) -> None:
     p.add_argument("--report-only", action="store_true", help="only the summary and the figure from the CSV")
 
 
-def _read(csv_path: Path) -> list[dict]:
-    if not csv_path.exists():
-        return []
+def _migrate(csv_path: Path) -> None:
+    """Rewrite a CSV written before the version columns existed with them (legacy values filled), atomically."""
     with open(csv_path, newline="") as f:
-        return list(csv.DictReader(f))
+        header = next(csv.reader(f), [])
+    if header == COLUMNS:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(read_rows(csv_path))
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
 
 
 def _append(csv_path: Path, row: list) -> None:
     with open(csv_path, "a", newline="") as f:
-        csv.writer(f).writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
+        csv.writer(f, lineterminator="\n").writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
+
+
+def _threads_of(root: Path, run: str) -> str:
+    """The thread count a run folder this worker did not train was trained with: that of the current main-table
+    row trained into it (the "all (CRTSC)" rows are ``python -m cxrlib benchmark``'s runs), else unknown (``""``)."""
+    for m in B.current_rows(B.read_rows(root / "results" / "cpu" / "metrics.csv")):
+        if m["train_command"].split(" --out ")[-1].split()[0] == run and m["threads"] != "":
+            return str(m["threads"])
+    return ""
 
 
 def run(args) -> int:
@@ -232,9 +290,13 @@ def run(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
             if not csv_path.exists():
                 csv_path.write_text(",".join(COLUMNS) + "\n")
+            _migrate(csv_path)
+        from ..data import SPLIT_VERSION
+
         commit = B.git_commit()
+        versions = [SPLIT_VERSION, B.current_profile_version("crtsc", "cpu"), B.thread_count()]
         for r in rows:
-            done = _read(csv_path)
+            done = [d for d in read_rows(csv_path) if is_current(d)]
             if any((d["table"], d["row"], d["seed"]) == (r["table"], r["row"], str(r["seed"])) for d in done):
                 continue
             command = B.display_command(["train", *r["args"]]) + f" --data PATH/{Path(args.data).name} --out {r['run']}"
@@ -248,7 +310,10 @@ def run(args) -> int:
                 print(f"{label}: the same run as an earlier row, numbers copied")
                 continue
             run_dir = root / r["run"]
-            if not (run_dir / "model.pt").exists():
+            trained_here = not (run_dir / "model.pt").exists()
+            if not trained_here:  # never score a model of another split or profile as this row
+                B._check_reusable(run_dir / "model.pt", "crtsc", ["train", *r["args"]])
+            else:
                 resume = ["--resume"] if (run_dir / "last.pt").exists() else []
                 print(f"{label} -> {r['run']}", flush=True)
                 B.run_command(["train", *r["args"], "--data", args.data, "--out", str(run_dir), "--no-progress", *resume],
@@ -262,7 +327,8 @@ def run(args) -> int:
             ck = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
             _append(csv_path, [r["table"], r["row"], r["seed"], res["auroc"], res["ap"], res["val_threshold"]["acc"],
                                res["val_threshold"]["f1"], ck["val_metrics"]["auroc"],
-                               ck.get("train_seconds", 0.0) / 60, command, commit])
+                               ck.get("train_seconds", 0.0) / 60, command, commit, *versions[:2],
+                               versions[2] if trained_here else _threads_of(root, r["run"])])
             print(f"{label}: AUROC {res['auroc']:.4f}", flush=True)
         if args.dry_run:
             return 0
@@ -271,7 +337,7 @@ def run(args) -> int:
     write_summary(csv_path)
     print(summary_table(csv_path))
     print("figure:", figure(csv_path, fig))
-    n_done = len(_read(csv_path))
+    n_done = sum(is_current(r) for r in read_rows(csv_path))
     if n_done < DESIGN_ROWS:
         print(f"{n_done} of {DESIGN_ROWS} rows in {csv_path} so far (another worker may still run)")
     return 0
