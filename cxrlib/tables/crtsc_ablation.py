@@ -312,7 +312,8 @@ def run(args) -> int:
             run_dir = root / r["run"]
             trained_here = not (run_dir / "model.pt").exists()
             if not trained_here:  # never score a model of another split or profile as this row
-                B._check_reusable(run_dir / "model.pt", "crtsc", ["train", *r["args"]])
+                B._check_reusable(run_dir / "model.pt", "crtsc",
+                                  ["train", *r["args"], "--data", args.data, "--out", str(run_dir)])
             else:
                 resume = ["--resume"] if (run_dir / "last.pt").exists() else []
                 print(f"{label} -> {r['run']}", flush=True)
