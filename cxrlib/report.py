@@ -27,7 +27,7 @@ from .tables import wscxr as W
 from .tables.main_table import FIGURES
 from .utils import repo_root
 
-__all__ = ["export_curves", "read_curves", "README_BLOCK_START", "README_BLOCK_END", "PAGE", "results_page", "readme_block",
+__all__ = ["export_curves", "read_curves", "curve_splits", "README_BLOCK_START", "README_BLOCK_END", "PAGE", "results_page", "readme_block",
            "official_test_markdown", "issue23_section", "sharpness_markdown", "fidelity_markdown", "fidelity_reading",
            "DIAGNOSTICS",
            "write_all"]
@@ -53,8 +53,9 @@ CURVES_DIR = "curves"
 
 def export_curves(run_dirs, out_dir) -> list[Path]:
     """Write the per-epoch history that each run's ``model.pt`` holds (epoch, validation AUROC, losses) to
-    ``out_dir/<run folder>.csv``, so the curves of the table's runs are committed beside its rows. Runs whose
-    checkpoint has no per-epoch history (PatchCore, WSCXR, DDAD) are skipped."""
+    ``out_dir/<run folder>.csv`` with the run's method, seed, split seed and split version, so the curves of the
+    table's runs are committed beside its rows. Runs whose checkpoint has no per-epoch history (PatchCore, WSCXR,
+    DDAD) are skipped."""
     import torch
 
     out_dir = Path(out_dir)
@@ -66,9 +67,10 @@ def export_curves(run_dirs, out_dir) -> list[Path]:
         if not isinstance(history, list) or not history or "val_auroc" not in history[0]:
             continue
         cols = list(history[0])
-        lines = [",".join(["method", "seed", "split_version", "kept_epoch", *cols])]
+        lines = [",".join(["method", "seed", "split_seed", "split_version", "kept_epoch", *cols])]
         for h in history:
-            lines.append(",".join([ck["method"], str(ck["seed"]), str(ck.get("split_version", "image-v1")),
+            lines.append(",".join([ck["method"], str(ck["seed"]), str(ck.get("split_seed", 0)),
+                                   str(ck.get("split_version", "image-v1")),
                                    str(ck.get("best_epoch", "")), *(f"{h[c]:.6g}" if isinstance(h[c], float) else
                                                                     str(h[c]) for c in cols)]))
         path = out_dir / f"{run.name}.csv"
@@ -77,11 +79,15 @@ def export_curves(run_dirs, out_dir) -> list[Path]:
     return written
 
 
-def read_curves(folder) -> dict:
-    """``{run name: (epochs 1-based, val_auroc, kept epoch 1-based)}`` from :func:`export_curves`' files."""
+def read_curves(folder, split_seed: int | None = None) -> dict:
+    """``{run name: (epochs 1-based, val_auroc, kept epoch 1-based)}`` from :func:`export_curves`' files, those of
+    development split ``split_seed`` only when given (a file written before the column existed is split 0)."""
     out = {}
     for path in sorted(Path(folder).glob("*.csv")):
-        rows = list(csv.DictReader(open(path, newline="")))
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if split_seed is not None and int(rows[0].get("split_seed", 0)) != split_seed:
+            continue
         out[path.stem] = ([int(r["epoch"]) + 1 for r in rows], [float(r["val_auroc"]) for r in rows],
                           int(rows[0]["kept_epoch"]) + 1)
     return out
@@ -137,19 +143,31 @@ def _change_reading(rows) -> str:
     return ("AUROC change on split 0, in points: " + ", ".join(moves) + ".") if moves else ""
 
 
+def curve_splits(folder) -> list[int]:
+    """The development split seeds that :func:`export_curves`' files in ``folder`` cover, ascending."""
+    splits = set()
+    for path in Path(folder).glob("*.csv"):
+        with open(path, newline="") as f:
+            splits.add(int(next(csv.DictReader(f)).get("split_seed", 0)))
+    return sorted(splits)
+
+
 def _curves_section(root: Path, profile: str) -> list[str]:
     folder = root / "results" / profile / CURVES_DIR
-    curves = read_curves(folder) if folder.is_dir() else {}
-    if not curves:
+    splits = curve_splits(folder) if folder.is_dir() else []
+    if not splits:
         return []
+    readings = [f"Split {s}: {_curve_reading(read_curves(folder, s))}" for s in splits]
     return ["### The SQUID family's validation curves", "",
-            f"Validation AUROC per epoch of every SQUID, SimSID and CRTSC run of the table (`results/{profile}/"
+            f"Validation AUROC per epoch of every SQUID, SimSID and CRTSC run of the table, one panel per development "
+            f"split (`results/{profile}/"
             f"{CURVES_DIR}/`, exported from each run's `model.pt`), with the kept checkpoint marked. The validation "
             f"split is large enough (AUROC standard error about 2 points) that its noise cannot explain swings of tens "
             f"of points. The runs score with the official per-image normalisation of the discriminator (issue #23, "
             f"below); with the running statistics used before, the same training gave curves that swung around "
             f"chance and kept epochs near the start.", "",
-            _curve_reading(curves), "", f"![validation curves](../figures/results_{profile}_val_curves.png)", ""]
+            *(x for r in readings for x in (r, "")), f"![validation curves](../figures/results_{profile}_val_curves.png)",
+            ""]
 
 
 #: issue #23's diagnostics, relative to ``results/<profile>/``: (file, the script that writes it)
@@ -562,10 +580,13 @@ def write_all(root=None, profile: str = "cpu", figures: bool = True) -> list[Pat
 
             from . import viz
 
-            curves = read_curves(folder)
-            fig = viz.plot_validation_curves({k: v[:2] for k, v in curves.items()},
-                                             {k: v[2] for k, v in curves.items()},
-                                             title=f"validation AUROC per epoch ({profile} profile, split 0)")
+            splits = curve_splits(folder)
+            fig, axes = plt.subplots(1, len(splits), figsize=(6.4 * len(splits), 3.8), squeeze=False)
+            for ax, split in zip(axes[0], splits):
+                curves = read_curves(folder, split)
+                viz.plot_validation_curves({k: v[:2] for k, v in curves.items()}, {k: v[2] for k, v in curves.items()},
+                                           ax=ax, title=f"validation AUROC per epoch ({profile} profile, split {split})")
+            fig.tight_layout()
             written.append(viz.save_figure(fig, f"results_{profile}_val_curves.png", root / "figures"))
             plt.close(fig)
         levers = TABLES["squid-levers"]

@@ -55,9 +55,17 @@ def test_validation_curves_round_trip(tmp_path):
     other = tmp_path / "patchcore_s0"  # no per-epoch history: skipped
     other.mkdir()
     torch.save({"method": "patchcore", "seed": 0, "history": {"bank": 1}}, other / "model.pt")
-    assert [p.name for p in R.export_curves([run, other], tmp_path / "curves")] == ["squid_s0.csv"]
-    curves = R.read_curves(tmp_path / "curves")
+    split1 = tmp_path / "squid_s0_split1"
+    split1.mkdir()
+    torch.save({"method": "squid", "seed": 0, "split_seed": 1, "split_version": "patient-v2", "best_epoch": 0,
+                "history": history[:2]}, split1 / "model.pt")
+    assert [p.name for p in R.export_curves([run, other, split1], tmp_path / "curves")] == \
+        ["squid_s0.csv", "squid_s0_split1.csv"]
+    assert R.curve_splits(tmp_path / "curves") == [0, 1]
+    curves = R.read_curves(tmp_path / "curves", split_seed=0)
     assert curves == {"squid_s0": ([1, 2, 3], [0.6, 0.4, 0.7], 3)}
+    assert R.read_curves(tmp_path / "curves", split_seed=1) == {"squid_s0_split1": ([1, 2], [0.6, 0.4], 1)}
+    assert len(R.read_curves(tmp_path / "curves")) == 2
     assert "kept epoch 3 of 3 (validation 0.70), last epoch 0.70, 1 of 3 epochs below chance" in R._curve_reading(curves)
 
 

@@ -271,7 +271,7 @@ def _threads_of(root: Path, run: str) -> str:
     row trained into it (the "all (CRTSC)" rows are ``python -m cxrlib benchmark``'s runs), else unknown (``""``)."""
     for m in B.current_rows(B.read_rows(root / "results" / "cpu" / "metrics.csv")):
         if m["train_command"].split(" --out ")[-1].split()[0] == run and m["threads"] != "":
-            return str(m["threads"])
+            return str(int(m["threads"]))  # read_rows parses numbers: 1.0 -> "1", as a worker writes it
     return ""
 
 
