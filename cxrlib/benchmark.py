@@ -34,7 +34,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
-           "run_table", "current_profile_version", "is_current", "current_rows", "stale_rows", "split_change_markdown",
+           "run_table", "current_profile_version", "is_current", "read_table_csv", "migrate_table_csv", "current_rows", "stale_rows", "split_change_markdown",
            "profile_change_markdown", "thread_count", "upsert_csv", "diagnose_runs", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
@@ -396,6 +396,28 @@ def write_rows(path, rows: list[dict], columns: list[str] = METRICS_COLUMNS, flo
     for r in rows:
         w.writerow({k: (format(r[k], float_format) if isinstance(r.get(k), float) else r.get(k, "")) for k in columns})
     atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def read_table_csv(path, columns: list[str], legacy: dict[str, str]) -> list[dict]:
+    """Rows of a side table's CSV (:mod:`cxrlib.tables`) as text, in ``columns``: a column the file predates gets
+    its value from ``legacy`` (what rows had before it existed, e.g. the ``image-v1`` split), else ``""``;
+    ``[]`` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{c: r[c] if r.get(c) is not None else legacy.get(c, "") for c in columns} for r in rows]
+
+
+def migrate_table_csv(path, columns: list[str], legacy: dict[str, str]) -> None:
+    """Rewrite a side table's CSV written before some of ``columns`` existed with them (:func:`read_table_csv`'s
+    values), atomically, so that rows appended from now on line up with the header. A no-op when the header is
+    already ``columns``."""
+    with open(path, newline="") as f:
+        if next(csv.reader(f), []) == columns:
+            return
+    write_rows(path, read_table_csv(path, columns, legacy), columns)
 
 
 def _version(r: dict, column: str) -> str:

@@ -47,6 +47,10 @@ def _commits(rows, key: str = "commit") -> str:
     return ", ".join(sorted({str(r[key]) for r in rows}))
 
 
+def _commit_column(rows) -> str:
+    return "git_commit" if rows and "git_commit" in rows[0] else "commit"
+
+
 #: per-epoch validation curves of the trained runs (``export_curves``), relative to ``results/<profile>/``
 CURVES_DIR = "curves"
 
@@ -526,34 +530,30 @@ def results_page(root=None, profile: str = "cpu") -> str:
                 f"features, not the paper's ImageNet setting. Rows: [`results/wscxr_{profile}.csv`](wscxr_{profile}.csv) "
                 f"(commits {_commits(w_rows)}{'; made on the `image-v1` split, not yet re-run' if stale else ''}).", "",
                 W.summary_table(w_rows).rstrip("\n"), "", f"![WSCXR](../figures/wscxr_{profile}.png)", ""]
-    ablation_csv = TABLES["crtsc-ablation"].csv_path(root, profile)
-    if ablation_csv.exists():
-        from .tables import crtsc_ablation as C
+    from .tables import crtsc_ablation, ddad_full
 
-        a_rows, a_stale = C.table_rows(ablation_csv)
-        rel = ablation_csv.relative_to(root / "results").as_posix()
-        partial = not a_stale and len(a_rows) < C.DESIGN_ROWS
-        out += [f"## CRTSC ablation{' (stale: `image-v1` split)' if a_stale else ' (partial)' if partial else ''}", "",
-                "The paper's Tables 3, 5 and 6 in the `cpu` profile on development split 0: "
-                "`python -m cxrlib benchmark --table crtsc-ablation --data PATH/zhanglab128_train.npz` (two workers: "
-                "`--shard 0/2` and `--shard 1/2`, one thread each; a stopped worker resumes). Its \"all (CRTSC)\" rows "
-                f"are the main table's CRTSC runs. Rows: [`results/{rel}`]({rel}) (commits {_commits(a_rows)}).", "",
-                C.markdown(ablation_csv).rstrip("\n"), ""]
-    # tables made on the image-v1 split and not yet re-run: (title, table name, how to re-run)
-    stale_tables = [
-        ("DDAD: the full recipe", "ddad-full",
+    # the side tables that carry split and profile versions: (title, table, module, how it is run, design size)
+    versioned = [
+        ("CRTSC ablation", "crtsc-ablation", crtsc_ablation,
+         "The paper's Tables 3, 5 and 6 in the `cpu` profile on development split 0: `python -m cxrlib benchmark "
+         "--table crtsc-ablation --data PATH/zhanglab128_train.npz` (two workers: `--shard 0/2` and `--shard 1/2`, "
+         "one thread each; a stopped worker resumes). Its \"all (CRTSC)\" rows are the main table's CRTSC runs.",
+         crtsc_ablation.DESIGN_ROWS),
+        ("DDAD: the full recipe", "ddad-full", ddad_full,
          "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train-minutes "
          "column gives the cost on one core); `python -m cxrlib benchmark --table ddad-full --data "
-         "PATH/zhanglab128_train.npz` re-runs it."),
+         "PATH/zhanglab128_train.npz --weak` runs it, and a stopped run resumes.", None),
     ]
-    for title, name, how in stale_tables:
-        table = TABLES[name]
-        path = table.csv_path(root, profile)
-        if path.exists():
-            rel = path.relative_to(root / "results").as_posix()
-            out += [f"## {title} (stale: `image-v1` split)", "",
-                    f"Made on the `image-v1` split, before the patient-disjoint one, and not yet re-run. {how} Rows: "
-                    f"[`results/{rel}`]({rel}).", "", table.markdown(path).rstrip("\n"), ""]
+    for title, name, module, how, design in versioned:
+        path = TABLES[name].csv_path(root, profile)
+        if not path.exists():
+            continue
+        t_rows, stale = module.table_rows(path)
+        partial = not stale and design is not None and len(t_rows) < design
+        rel = path.relative_to(root / "results").as_posix()
+        out += [f"## {title}{' (stale: `image-v1` split)' if stale else ' (partial)' if partial else ''}", "",
+                f"{how} Rows: [`results/{rel}`]({rel}) (commits {_commits(t_rows, _commit_column(t_rows))}).", "",
+                TABLES[name].markdown(path).rstrip("\n"), ""]
     commands = sorted({r["train_command"] for r in rows})
     out += ["## Commands", "", f"<details><summary>the {len(commands)} training commands of the main table</summary>",
             "", "```bash", *commands, "```", "", "</details>", ""]

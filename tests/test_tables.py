@@ -166,11 +166,11 @@ def test_a_row_of_an_already_finished_run_copies_its_numbers(tmp_path, capsys):
     assert (out / "summary.csv").exists() and (out / "crtsc_ablation.png").exists()
 
 
-def _current_versions() -> list[str]:
+def _current_versions(method: str = "crtsc") -> list[str]:
     from cxrlib.benchmark import current_profile_version
     from cxrlib.data import SPLIT_VERSION
 
-    return [SPLIT_VERSION, current_profile_version("crtsc", "cpu")]
+    return [SPLIT_VERSION, current_profile_version(method, "cpu")]
 
 
 def test_stale_ablation_rows_are_a_record_not_done_rows(tmp_path, capsys):
@@ -228,13 +228,17 @@ def test_ddad_summary_table_on_a_constructed_csv(tmp_path):
     table = DD.summary_table(tmp_path / "d.csv")
     # mean 92.0, sample std of (90, 94) = 2.83
     assert "| semi (pool 700, rate 0.6) | AE | asr | 0, 1 | 92.0 ± 2.8 | 50.0 ± 0.0 | 70.0 ± 0.0 | 80.0 ± 0.0 | 65 | 65 |" in table
-    assert DD.markdown(tmp_path / "d.csv") == table  # no weak rows: no second table
+    # rows without the version columns are the image-v1 record: drawn, and said to be stale; no weak rows: no second
+    assert DD.markdown(tmp_path / "d.csv") == "Stale: all 2 rows were made on an earlier definition (`image-v1` split, " \
+        "profile version 1); no row of the current one yet.\n\n" + table
+    assert DD.done_rows(tmp_path / "d.csv") == set()  # a stale row is not a finished one
 
 
 def test_ddad_weak_table_sits_beside_the_paper_and_out_of_the_semi_table(tmp_path):
     base = dict(backbone="ae", seed=0, anomaly_rate=1.0, ap=0.5, acc_val_threshold=0.6, f1_val_threshold=0.7,
                 acc_test_tuned=0.65, f1_test_tuned=0.75, val_auroc=0.9, train_minutes=50.0, wall_minutes=50.0,
-                threads=1, command="c", git_commit="abc", finished_at="t")
+                threads=1, command="c", git_commit="abc", finished_at="t",
+                **dict(zip(("split_version", "profile_version"), _current_versions("ddad"))))
     rows = [dict(base, protocol=f"weak_k{k}", n_unlabelled=k, score=kind, auroc=a)
             for k in (2, 16) for kind, a in zip(DD.SCORES, (0.5, 0.6, 0.7, 0.8))]
     rows.append(dict(base, protocol="semi", n_unlabelled=700, anomaly_rate=0.6, score="asr", auroc=0.9))
@@ -246,8 +250,26 @@ def test_ddad_weak_table_sits_beside_the_paper_and_out_of_the_semi_table(tmp_pat
     assert "| 16 | 0 | 50.0 / 60.0 / 70.0 / 80.0 | 60.0 / 70.0 | 65.0 / 75.0 | 75.9 / 70.0 / 74.4 | 50 |" in table
     assert table.index("| 2 |") < table.index("| 16 |")
     md = DD.markdown(path)
-    assert md.index(DD.summary_table(path)) == 0 and table in md
+    assert md.startswith("9 rows on the current definition") and md.index(DD.summary_table(path)) < md.index(table)
     assert DD.done_rows(path) == {(r["protocol"], "ae", "0", r["score"]) for r in rows}
+
+
+def test_a_ddad_row_appended_to_a_legacy_csv_migrates_it_and_alone_is_current(tmp_path):
+    legacy = dict(protocol="semi", backbone="ae", score="asr", seed=0, n_unlabelled=700, anomaly_rate=0.6, auroc=0.9,
+                  ap=0.5, acc_val_threshold=0.7, f1_val_threshold=0.8, acc_test_tuned=0.7, f1_test_tuned=0.8,
+                  val_auroc=0.9, train_minutes=60.0, wall_minutes=60.0, threads=1, command="c --profile cpu",
+                  git_commit="old", finished_at="t")
+    path = tmp_path / "d.csv"
+    _write(path, [legacy])
+    DD.append_row(path, dict(legacy, auroc=0.8, git_commit="new",
+                             **dict(zip(("split_version", "profile_version"), _current_versions("ddad")))))
+    assert next(csv.reader(open(path, newline=""))) == DD.FIELDS
+    rows = DD.read_rows(path)
+    assert [(r["git_commit"], r["split_version"]) for r in rows] == [("old", "image-v1"), ("new", "patient-v2")]
+    current, stale = DD.table_rows(path)
+    assert not stale and [r["git_commit"] for r in current] == ["new"]
+    assert DD.done_rows(path) == {("semi", "ae", "0", "asr")}
+    assert "| semi (pool 700, rate 0.6) | AE | asr | 0 | 80.0 ± 0.0 |" in DD.summary_table(path)
 
 
 def test_wscxr_summary_and_its_split_version_on_a_constructed_csv(tmp_path):

@@ -121,19 +121,12 @@ def paper_auroc(row: str) -> float:
 
 def read_rows(csv_path: Path) -> list[dict]:
     """Every row of the CSV as text, a column the file predates filled with its legacy value; ``[]`` without a file."""
-    csv_path = Path(csv_path)
-    if not csv_path.exists():
-        return []
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{c: (r.get(c) if r.get(c) is not None else _LEGACY.get(c, "")) for c in COLUMNS} for r in rows]
+    return B.read_table_csv(csv_path, COLUMNS, _LEGACY)
 
 
 def is_current(r: dict) -> bool:
     """Whether row ``r`` was made on this code's development split and ``cpu``-profile definition of CRTSC."""
-    from ..data import SPLIT_VERSION
-
-    return r["split_version"] == SPLIT_VERSION and r["profile_version"] == B.current_profile_version("crtsc", "cpu")
+    return B.is_current({**r, "method": "crtsc", "profile": "cpu"})
 
 
 def table_rows(csv_path: Path) -> tuple[list[dict], bool]:
@@ -250,15 +243,7 @@ def add_arguments(p) -> None:
 
 def _migrate(csv_path: Path) -> None:
     """Rewrite a CSV written before the version columns existed with them (legacy values filled), atomically."""
-    with open(csv_path, newline="") as f:
-        header = next(csv.reader(f), [])
-    if header == COLUMNS:
-        return
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(read_rows(csv_path))
-    atomic_write_bytes(csv_path, buf.getvalue().encode())
+    B.migrate_table_csv(csv_path, COLUMNS, _LEGACY)
 
 
 def _append(csv_path: Path, row: list) -> None:

@@ -13,6 +13,11 @@ commit. Only finished, scored runs become rows. Per-image scores go to ``results
 Resumable: finished (configuration, score) rows are skipped; an interrupted training run continues with
 ``--resume`` from its last network checkpoint. Logs go to ``runs/ddad_full/<tag>.log``.
 
+Every row records the development-split and profile versions. Rows of an earlier definition (a CSV written before
+those columns existed is the ``image-v1`` split, profile version 1) stay in the CSV as a record, marked stale: they
+never count as done, a run folder trained under another split is refused rather than reused, and the tables and
+figure are drawn from the current rows (from the stale ones only while no current row exists, :func:`table_rows`).
+
 Configurations:
 
 * semi-supervised (DDAD's protocol; pool of 700 at anomaly rate 0.6): AE seeds 0, 1, 2; MemAE seed 0; AE-U seed 0;
@@ -38,16 +43,21 @@ from .. import benchmark as B
 from ..paper_numbers import paper_rows
 from ..utils import PROFILES, repo_root
 
-__all__ = ["SCORES", "FIELDS", "KEY", "WEAK_K", "BACKBONE_NAMES", "configurations", "done_rows", "append_row",
+__all__ = ["SCORES", "FIELDS", "KEY", "WEAK_K", "BACKBONE_NAMES", "configurations", "read_rows", "is_current",
+           "table_rows", "done_rows", "append_row",
            "ndm_donor", "run_configuration", "figure", "summary_table", "weak_table", "markdown", "add_arguments",
            "run"]
 
 SCORES = ("rec", "intra", "inter", "asr")
 FIELDS = ["protocol", "backbone", "score", "seed", "n_unlabelled", "anomaly_rate", "auroc", "ap", "acc_val_threshold",
           "f1_val_threshold", "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "wall_minutes",
-          "threads", "command", "git_commit", "finished_at"]
-#: the columns that identify a row: a (configuration, score) with a row is not run again
-KEY = ("protocol", "backbone", "seed", "score")
+          "threads", "command", "git_commit", "finished_at", "split_version", "profile_version"]
+#: the columns that identify a row: a (configuration, score) with a current row is not run again
+KEY = ("protocol", "backbone", "seed", "score", "split_version", "profile_version")
+#: what a row written before a column existed had (the columns were added with the patient-disjoint split)
+_LEGACY = {"split_version": "image-v1", "profile_version": "1"}
+_NUMERIC = ("seed", "n_unlabelled", "anomaly_rate", "auroc", "ap", "acc_val_threshold", "f1_val_threshold",
+            "acc_test_tuned", "f1_test_tuned", "val_auroc", "train_minutes", "wall_minutes")
 LOCK = threading.Lock()
 WEAK_K = (16, 2, 4, 8)  # the order they train in (WSCXR Table I's K values)
 BACKBONE_NAMES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U"}
@@ -65,21 +75,54 @@ def configurations(weak: bool, weak_seeds, n_unlabelled: int = 700) -> list[dict
     return runs
 
 
+def read_rows(csv_path: Path) -> list[dict]:
+    """Every row of the CSV as text, a column the file predates filled with its legacy value; ``[]`` without one."""
+    return B.read_table_csv(csv_path, FIELDS, _LEGACY)
+
+
+def _profile(r: dict) -> str:
+    words = r["command"].split()
+    return words[words.index("--profile") + 1] if "--profile" in words else "cpu"
+
+
+def is_current(r: dict) -> bool:
+    """Whether row ``r`` was made on this code's development split and its profile's current DDAD definition."""
+    return B.is_current({**r, "method": "ddad", "profile": _profile(r)})
+
+
+def table_rows(csv_path: Path) -> tuple[list[dict], bool]:
+    """The rows the tables and figure are drawn from and whether they are stale: the current rows when there is
+    one, else the stale record."""
+    rows = read_rows(csv_path)
+    current = [r for r in rows if is_current(r)]
+    return (current, False) if current else (rows, True)
+
+
+def _frame(csv_path: Path):
+    """:func:`table_rows` as a DataFrame, numbers parsed."""
+    import pandas as pd
+
+    df = pd.DataFrame(table_rows(csv_path)[0], columns=FIELDS)
+    for c in _NUMERIC:
+        df[c] = pd.to_numeric(df[c])
+    return df
+
+
 def done_rows(csv_path: Path) -> set:
-    """The :data:`KEY` of every row the CSV holds (as text)."""
-    if not Path(csv_path).exists():
-        return set()
-    with open(csv_path, newline="") as f:
-        return {tuple(r[k] for k in KEY) for r in csv.DictReader(f)}
+    """The (protocol, backbone, seed, score) of every current row the CSV holds (as text)."""
+    return {tuple(r[k] for k in KEY[:4]) for r in read_rows(csv_path) if is_current(r)}
 
 
 def append_row(csv_path: Path, row: dict) -> None:
-    """Append one row (the header first when the file is new), one writer at a time."""
+    """Append one row (the header first when the file is new; a CSV of the columns before the version columns
+    is migrated first), one writer at a time."""
     with LOCK:
         new = not csv_path.exists()
+        if not new:
+            B.migrate_table_csv(csv_path, FIELDS, _LEGACY)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         with open(csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
             if new:
                 w.writeheader()
             w.writerow(row)
@@ -111,6 +154,8 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
     if not todo:
         print(f"[{r['tag']}] all scores done, skipped", flush=True)
         return
+    from ..data import SPLIT_VERSION
+
     commit = B.git_commit()  # the code the run trains with, even if the tree moves on while it trains
     root = repo_root()
     runs_dir = root / args.runs
@@ -125,7 +170,9 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
     if donor is not None and not (run_dir / "model.pt").exists():
         train += ["--ndm-from", str(donor.relative_to(root))]
     wall_file = run_dir / "wall_seconds.json"
-    if not (run_dir / "model.pt").exists():
+    if (run_dir / "model.pt").exists():  # never score a model of another split or configuration as this row
+        B._check_reusable(run_dir / "model.pt", "ddad", train)
+    else:
         resume = ["--resume"] if (run_dir / "udm0.pt").exists() else []
         print(f"[{r['tag']}] training{' (resumed)' if resume else ''}; log {log}", flush=True)
         t0 = time.time()
@@ -160,7 +207,8 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
             "val_auroc": f"{ck['val_metrics'][kind]['auroc']:.4f}",
             "train_minutes": f"{ck['train_seconds'] / 60:.1f}", "wall_minutes": f"{wall_minutes:.1f}",
             "threads": args.threads, "command": command, "git_commit": commit,
-            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "split_version": SPLIT_VERSION,
+            "profile_version": B.current_profile_version("ddad", args.profile),
         })
         print(f"[{r['tag']}] {kind}: dev-test AUROC {res['auroc']:.4f} AP {res['ap']:.4f}", flush=True)
 
@@ -169,12 +217,11 @@ def figure(csv_path: Path, fig_path: Path) -> Path | None:
     """AUROC per score kind and backbone, the weak protocol beside the paper, and the wall-clock hours per run
     (``None`` without a CSV)."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     if not Path(csv_path).exists():
         print("no results yet: no figure")
         return None
-    df = pd.read_csv(csv_path)
+    df = _frame(csv_path)
     weak = df[df.protocol.str.startswith("weak")]
     semi = df[~df.protocol.str.startswith("weak")]
     ncol = 3 if len(weak) else 2
@@ -223,9 +270,7 @@ def figure(csv_path: Path, fig_path: Path) -> Path | None:
 def summary_table(csv_path: Path) -> str:
     """Markdown: one line per (protocol, backbone, score), mean ± std over the seeds in ``csv_path``
     (AUROC/AP, ACC/F1 at the validation threshold, in %; training and wall-clock minutes per run)."""
-    import pandas as pd
-
-    df = pd.read_csv(csv_path)
+    df = _frame(csv_path)
     df = df[~df.protocol.str.startswith("weak")]  # those go in weak_table, beside the paper
     lines = ["| protocol | backbone | score | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | wall min |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -249,9 +294,7 @@ def weak_table(csv_path: Path) -> str:
 
     AUROC of every score kind; ACC/F1 of the ASR score at the validation threshold and at the test-tuned one
     (the paper's rule), in %, mean over the seeds run."""
-    import pandas as pd
-
-    df = pd.read_csv(csv_path)
+    df = _frame(csv_path)
     df = df[df.protocol.str.startswith("weak")]
     if not len(df):
         return ""
@@ -273,8 +316,14 @@ def weak_table(csv_path: Path) -> str:
 
 
 def markdown(csv_path) -> str:
-    """The semi-supervised :func:`summary_table`, then (when the CSV has such rows) the :func:`weak_table`."""
-    return "\n".join(t for t in (summary_table(csv_path), weak_table(csv_path)) if t)
+    """What the rows are (current or the stale record), the semi-supervised :func:`summary_table`, then (when the
+    CSV has such rows) the :func:`weak_table`."""
+    rows, stale = table_rows(csv_path)
+    what = ", ".join(f"`{sv}` split, profile version {pv}"
+                     for sv, pv in sorted({(r["split_version"], r["profile_version"]) for r in rows}))
+    head = (f"Stale: all {len(rows)} rows were made on an earlier definition ({what}); no row of the current one yet."
+            if stale else f"{len(rows)} rows on the current definition ({what}).")
+    return "\n".join(t for t in (head + "\n", summary_table(csv_path), weak_table(csv_path)) if t)
 
 
 def add_arguments(p) -> None:
