@@ -537,7 +537,8 @@ def results_page(root=None, profile: str = "cpu") -> str:
         ("CRTSC ablation", "crtsc-ablation", crtsc_ablation,
          "The paper's Tables 3, 5 and 6 in the `cpu` profile on development split 0: `python -m cxrlib benchmark "
          "--table crtsc-ablation --data PATH/zhanglab128_train.npz` (two workers: `--shard 0/2` and `--shard 1/2`, "
-         "one thread each; a stopped worker resumes). Its \"all (CRTSC)\" rows are the main table's CRTSC runs.",
+         "one thread each; a stopped worker resumes). Its \"all (CRTSC)\" and \"baseline (SQUID)\" rows are the main "
+         "table's CRTSC and SQUID runs.",
          crtsc_ablation.DESIGN_ROWS),
         ("DDAD: the full recipe", "ddad-full", ddad_full,
          "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train-minutes "

@@ -2,8 +2,9 @@
 ``score`` per run:
 
 * ``table3``: components, 5 rows × 3 seeds: SQUID baseline, +KL, +TSCC, +CRM (T = 8, the paper's value alone), all
-  (the crtsc preset; its runs live in ``runs/cpu/crtsc_s<seed>``, shared with ``python -m cxrlib benchmark --methods
-  crtsc``);
+  (the crtsc preset). The two ends are the main table's runs, shared with ``python -m cxrlib benchmark``: "all" is
+  ``--method crtsc`` (``runs/cpu/crtsc_s<seed>``) and the baseline is ``--method squid`` (``runs/cpu/squid_s<seed>``),
+  whose configuration is CRTSC's with the three components off;
 * ``table5``: CRM reduction T in {8, 12, 16, 20, 24}, full CRTSC otherwise, seed 0;
 * ``table6``: lambda_tscc in {0.01, 0.02, 0.03, 0.05}, full CRTSC otherwise, seed 0 (the paper's chosen value is
   0.03; its exact sweep values are not in methods.md, these bracket it).
@@ -65,7 +66,7 @@ _PRESET = ("paper", "24", "0.03", "kl", "0.002")
 
 def design() -> list[dict]:
     """Every row of the design in run order (the full CRTSC rows first: they are also the method's 3-seed result):
-    ``table``, ``row``, ``seed``, ``args`` (the ``train`` options) and ``run`` (its run folder)."""
+    ``table``, ``row``, ``seed``, ``method``, ``args`` (the ``train`` options) and ``run`` (its run folder)."""
     entries = [("table3", "all (CRTSC)", s, _PRESET) for s in (0, 1, 2)]
     for s in (0, 1, 2):
         entries += [("table3", "baseline (SQUID)", s, ("none", "8", "0", "bce", "0.005")),
@@ -77,12 +78,17 @@ def design() -> list[dict]:
                 for lam in ("0.01", "0.02", "0.03", "0.05")]
     rows = []
     for table, label, seed, (place, t, lam, gen, g) in entries:
-        # the crtsc preset's settings: the same run folder as `python -m cxrlib benchmark` (trained once, used by both)
+        # the crtsc preset and the baseline: the same run folders as `python -m cxrlib benchmark` (trained once,
+        # used by both tables)
+        if label == "baseline (SQUID)":
+            rows.append({"table": table, "row": label, "seed": seed, "method": "squid", "run": f"runs/cpu/squid_s{seed}",
+                         "args": ["--method", "squid", "--profile", "cpu", "--seed", str(seed)]})
+            continue
         run = f"runs/cpu/crtsc_s{seed}" if (place, t, lam, gen, g) == _PRESET else \
             f"runs/crtsc_ablation/{place}_T{t}_tscc{lam}_{gen}{g}_s{seed}"
         args = ["--method", "crtsc", "--profile", "cpu", "--seed", str(seed), "--crm-place", place, "--crm-reduction", t,
                 "--lambda-tscc", lam, "--gen-loss", gen, "--lambda-gen", g]
-        rows.append({"table": table, "row": label, "seed": seed, "args": args, "run": run})
+        rows.append({"table": table, "row": label, "seed": seed, "method": "crtsc", "args": args, "run": run})
     return rows
 
 
@@ -125,8 +131,10 @@ def read_rows(csv_path: Path) -> list[dict]:
 
 
 def is_current(r: dict) -> bool:
-    """Whether row ``r`` was made on this code's development split and ``cpu``-profile definition of CRTSC."""
-    return B.is_current({**r, "method": "crtsc", "profile": "cpu"})
+    """Whether row ``r`` was made on this code's development split and ``cpu``-profile definition of its method
+    (SQUID for the baseline rows, CRTSC for the others)."""
+    method = "squid" if "--method squid" in r["command"] else "crtsc"
+    return B.is_current({**r, "method": method, "profile": "cpu"})
 
 
 def table_rows(csv_path: Path) -> tuple[list[dict], bool]:
@@ -279,7 +287,7 @@ def run(args) -> int:
         from ..data import SPLIT_VERSION
 
         commit = B.git_commit()
-        versions = [SPLIT_VERSION, B.current_profile_version("crtsc", "cpu"), B.thread_count()]
+        threads = B.thread_count()
         for r in rows:
             done = [d for d in read_rows(csv_path) if is_current(d)]
             if any((d["table"], d["row"], d["seed"]) == (r["table"], r["row"], str(r["seed"])) for d in done):
@@ -297,7 +305,7 @@ def run(args) -> int:
             run_dir = root / r["run"]
             trained_here = not (run_dir / "model.pt").exists()
             if not trained_here:  # never score a model of another split or profile as this row
-                B._check_reusable(run_dir / "model.pt", "crtsc",
+                B._check_reusable(run_dir / "model.pt", r["method"],
                                   ["train", *r["args"], "--data", args.data, "--out", str(run_dir)])
             else:
                 resume = ["--resume"] if (run_dir / "last.pt").exists() else []
@@ -313,8 +321,9 @@ def run(args) -> int:
             ck = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
             _append(csv_path, [r["table"], r["row"], r["seed"], res["auroc"], res["ap"], res["val_threshold"]["acc"],
                                res["val_threshold"]["f1"], ck["val_metrics"]["auroc"],
-                               ck.get("train_seconds", 0.0) / 60, command, commit, *versions[:2],
-                               versions[2] if trained_here else _threads_of(root, r["run"])])
+                               ck.get("train_seconds", 0.0) / 60, command, commit, SPLIT_VERSION,
+                               B.current_profile_version(r["method"], "cpu"),
+                               threads if trained_here else _threads_of(root, r["run"])])
             print(f"{label}: AUROC {res['auroc']:.4f}", flush=True)
         if args.dry_run:
             return 0
