@@ -140,6 +140,26 @@ def test_ablation_summary_on_a_constructed_csv(tmp_path):
     assert C.paper_auroc("+CRM") == 88.98 and C.paper_auroc("+TSCC") == 87.93
 
 
+def test_component_effects_pair_each_row_with_the_baseline_of_its_seed(tmp_path):
+    path = tmp_path / "a.csv"
+    cur = [*_current_versions(), "1"]
+    rows = [["table3", "baseline (SQUID)", s, a, 0.5, 0.5, 0.5, 0.5, 0.5, 9.0, "b", "x", *cur]
+            for s, a in ((0, 0.80), (1, 0.90))]
+    rows += [["table3", "+KL", s, a, 0.5, 0.5, 0.5, 0.5, 0.5, 9.0, "k", "x", *cur] for s, a in ((0, 0.85), (1, 0.89))]
+    rows += [["table3", "+CRM", 2, 0.7, 0.5, 0.5, 0.5, 0.5, 0.5, 9.0, "c", "x", *cur]]  # no baseline of seed 2
+    rows += [["table3", "+TSCC", 1, 0.93, 0.5, 0.5, 0.5, 0.5, 0.5, 9.0, "t", "x", *cur]]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([C.COLUMNS, *rows])
+    effects = {e["row"]: e for e in C.component_effects(path)}
+    assert list(effects) == ["+KL", "+TSCC"]  # Table 3's order; +CRM shares no seed with the baseline
+    assert effects["+KL"]["seeds"] == [0, 1] and effects["+KL"]["diffs"] == pytest.approx([5.0, -1.0])
+    assert effects["+KL"]["mean"] == pytest.approx(2.0) and effects["+KL"]["std"] == pytest.approx(4.2426, abs=1e-3)
+    assert effects["+TSCC"]["mean"] == pytest.approx(3.0) and effects["+TSCC"]["std"] != effects["+TSCC"]["std"]
+    sentence = C.effects_sentence(path)
+    assert "+KL +2.0 ± 4.2 (seeds 0, 1: +5.0, -1.0); +TSCC +3.0 (seeds 1: +3.0)." in sentence
+    assert C.markdown(path) == C.summary_table(path) + "\n" + sentence + "\n"
+
+
 def test_a_row_of_an_already_finished_run_copies_its_numbers(tmp_path, capsys):
     """Table 5's T=24 and Table 6's 0.03 are Table 3's CRTSC seed 0 run: no training, the row is copied."""
     design = _dry_run(tmp_path, "0/1", capsys)

@@ -42,7 +42,8 @@ from .. import benchmark as B
 from ..utils import atomic_write_bytes, repo_root
 
 __all__ = ["COLUMNS", "KEY", "DESIGN_ROWS", "read_rows", "is_current", "table_rows", "METRICS", "TABLE3_ORDER", "TABLE_NAMES", "PAPER_ROW", "design",
-           "parse_shard", "plan", "paper_auroc", "summarize", "summary_table", "markdown", "figure", "write_summary",
+           "parse_shard", "plan", "paper_auroc", "summarize", "summary_table", "component_effects", "effects_sentence",
+           "markdown", "figure", "write_summary",
            "add_arguments", "run"]
 
 COLUMNS = ["table", "row", "seed", "auroc", "ap", "acc", "f1", "val_auroc", "train_minutes", "command", "commit",
@@ -199,8 +200,47 @@ def summary_table(csv_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: the table's Markdown on the results page
-markdown = summary_table
+def component_effects(csv_path: Path) -> list[dict]:
+    """Table 3 read in pairs: for every row other than the baseline, its development-test AUROC minus the
+    baseline's *on the same seed* (the seeds both have), over :func:`table_rows`. Seeds move every row together
+    (same initialisation and batch order), so the paired difference is the sharper comparison of the two.
+
+    Returns one dict per row in :data:`TABLE3_ORDER`: ``row``, ``seeds`` (list), ``diffs`` (points, per seed),
+    ``mean`` and ``std`` (sample std, NaN for one seed) of the diffs in points; rows sharing no seed with the
+    baseline are left out."""
+    import statistics
+
+    rows = [r for r in table_rows(csv_path)[0] if r["table"] == "table3"]
+    base = {r["seed"]: float(r["auroc"]) for r in rows if r["row"] == "baseline (SQUID)"}
+    out = []
+    for label in TABLE3_ORDER[1:]:
+        mine = {r["seed"]: float(r["auroc"]) for r in rows if r["row"] == label and r["seed"] in base}
+        if not mine:
+            continue
+        seeds = sorted(mine, key=int)
+        diffs = [100 * (mine[s] - base[s]) for s in seeds]
+        out.append({"row": label, "seeds": [int(s) for s in seeds], "diffs": diffs, "mean": statistics.mean(diffs),
+                    "std": statistics.stdev(diffs) if len(diffs) > 1 else float("nan")})
+    return out
+
+
+def effects_sentence(csv_path: Path) -> str:
+    """:func:`component_effects` as one sentence for the results page ("" without a pair)."""
+    parts = []
+    for e in component_effects(csv_path):
+        per_seed = ", ".join(f"{d:+.1f}" for d in e["diffs"])
+        spread = "" if e["std"] != e["std"] else f" ± {e['std']:.1f}"
+        parts.append(f"{e['row']} {e['mean']:+.1f}{spread} (seeds {', '.join(map(str, e['seeds']))}: {per_seed})")
+    if not parts:
+        return ""
+    return ("Against the baseline on the same seed, in AUROC points (mean ± std of the per-seed differences): "
+            + "; ".join(parts) + ".")
+
+
+def markdown(csv_path: Path) -> str:
+    """The table's Markdown on the results page: :func:`summary_table`, then :func:`effects_sentence`."""
+    effects = effects_sentence(csv_path)
+    return summary_table(csv_path) + (f"\n{effects}\n" if effects else "")
 
 
 def figure(csv_path: Path, out_path: Path) -> Path:
