@@ -52,6 +52,10 @@ LEVERS: dict[str, dict] = {
     # its ordering of them is trained (a saturated D ranks samples deep in the "fake" region arbitrarily)
     "g_w_0.05": dict(g_w=0.05),
     "d_lr_1e-5_g_w_0.05": dict(d_lr=1e-5, g_w=0.05),
+    # CRTSC's KL generator term at the weight of the BCE term it replaces (0.005, not the paper's 0.002): with a
+    # saturated D (sigma(D(x)) ~ 1) the KL term is the BCE term, so the paper's weight is a weaker adversarial
+    # pull, and the ablation's "+KL" row changes form and weight at once; this lever separates the two
+    "bf16_g_w_0.005": dict(precision="bf16", channels_last=True, g_w=0.005),
     # every decoder level without the encoder skip: the image can only come back through the memories
     "no_skips": dict(decoder_ops=("none", "none", "none", "none")),
     "no_skips_no_shortcut": dict(decoder_ops=("none", "none", "none", "none"), inpaint_mask_ratio=1.0,
