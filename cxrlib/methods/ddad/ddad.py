@@ -569,6 +569,7 @@ def fit_ddad(cfg: DDADConfig, ds, split, out_dir, seed: int = 0, resume: bool = 
     # trained exactly as one process trains it; rank 0 then loads them all and trains ASR-Net
     ctx = dist.context()
     device = dist.local_device(get_device(device), ctx)
+    P.check_cpu_bf16(cfg.precision, device, f"training ddad ({cfg.image_size} px)")
     if not ctx.is_main:
         log = (lambda rank: lambda m: print(f"[rank {rank}] {m}", flush=True))(ctx.rank)
         show_progress = False

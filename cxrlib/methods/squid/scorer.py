@@ -69,6 +69,7 @@ class SquidScorer:
         the threshold stay those computed in fp32. Returns the scorer."""
         device = torch.device(self.device or next(self.gen.parameters()).device)
         self.precision = P.resolve(precision, device)
+        P.check_cpu_bf16(self.precision, device, "scoring in bf16")
         fmt = torch.contiguous_format if self.precision == "fp32" else torch.channels_last
         for m in (self.gen, self.disc, self.map_gen):
             if m is not None:

@@ -219,6 +219,7 @@ def fit_squid(cfg, ds, split, out_dir, seed: int = 0, resume: bool = False, devi
     ctx = dist.context()
     device = dist.local_device(get_device(device), ctx)
     log = log if ctx.is_main else (lambda *_: None)
+    P.check_cpu_bf16(cfg.precision, device, f"training {method} ({cfg.epochs} epochs, {cfg.image_size} px)")
     show_progress = show_progress and ctx.is_main
     set_seed(seed)
     gen = SquidGenerator(cfg).to(device)
