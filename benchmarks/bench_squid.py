@@ -53,7 +53,10 @@ OFFICIAL_URL = "https://github.com/tiangexiang/SQUID"
 CONFIGS = ("full", "cpu", "quick")
 #: "ours": fp32 training and scoring; "ours-bf16": bf16 autocast and channels-last tensors in training (the squid-levers
 #: study's ``bf16`` lever, the cpu profile since issue #23) and in scoring (``score --precision bf16``)
-IMPLEMENTATIONS = ("ours", "ours-bf16", "official")
+IMPLEMENTATIONS = ("ours", "ours-bf16", "official", "ours-cl")
+#: what ``--implementations`` runs unless told: ``ours-cl`` (fp32 with channels-last tensors, a candidate for CPUs
+#: without bf16 hardware) only when asked
+DEFAULT_IMPLEMENTATIONS = ("ours", "ours-bf16", "official")
 BATCH = 16
 KIB_PER_GIB = 1024 ** 2
 
@@ -194,13 +197,14 @@ def prepare_official(source: str | None, dest: Path) -> str:
 # worker: one measurement in this (fresh) process
 # ---------------------------------------------------------------------------------------------
 
-def _build_ours(config: str, bf16: bool = False):
+def _build_ours(config: str, bf16: bool = False, channels_last: bool | None = None):
     import torch
 
     from cxrlib.methods.squid.config import squid_config
     from cxrlib.methods.squid.generator import build_models, parameter_report
 
-    cfg = squid_config("squid", config, precision="bf16" if bf16 else "fp32", channels_last=bf16)
+    cfg = squid_config("squid", config, precision="bf16" if bf16 else "fp32",
+                       channels_last=bf16 if channels_last is None else channels_last)
     gen, disc = build_models(cfg)
     # fit_squid's optimisers
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -333,7 +337,8 @@ def run_worker(spec: dict) -> dict:
     torch.manual_seed(0)
     impl, config, iterations = spec["implementation"], spec["config"], spec["iterations"]
     if impl.startswith("ours"):
-        cfg, gen, disc, opt_g, opt_d, params = _build_ours(config, bf16=impl == "ours-bf16")
+        cfg, gen, disc, opt_g, opt_d, params = _build_ours(config, bf16=impl == "ours-bf16",
+                                                           channels_last=impl in ("ours-bf16", "ours-cl"))
         size, n_critic = cfg.image_size, cfg.n_critic
     else:
         # settings come from the parent, so that this process imports nothing of cxrlib
@@ -382,11 +387,13 @@ def run_worker(spec: dict) -> dict:
             from cxrlib.methods.squid.train import discriminator_logits
 
             precision = cfg.precision
-            if precision != "fp32":
+            if cfg.channels_last:
                 gen.to(memory_format=torch.channels_last)
                 disc.to(memory_format=torch.channels_last)
 
             def forward(xb):
+                # ours-cl: channels-last weights in fp32; a 1-channel input is the same in either layout, and the
+                # convolutions' outputs follow the weights
                 discriminator_logits(gen, disc, xb, cfg, len(xb), precision=precision)
         else:
             def forward(xb):
@@ -454,7 +461,7 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
                ("peak_gib_infer", "peak memory, inference (GiB)")]
     configs = list(dict.fromkeys(r["config"] for r in rows))
     impls = list(dict.fromkeys(r["implementation"] for r in rows))
-    colors = {"ours": "tab:blue", "ours-bf16": "tab:cyan", "official": "tab:orange"}
+    colors = {"ours": "tab:blue", "ours-bf16": "tab:cyan", "official": "tab:orange", "ours-cl": "tab:green"}
     width = 0.8 / max(len(impls), 1)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.4))
     for ax, (key, panel_title) in zip(axes, metrics):
@@ -521,8 +528,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions before timing (default 1)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of full,cpu,quick")
-    p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
-                   help="comma-separated subset of ours,official")
+    p.add_argument("--implementations", default=",".join(DEFAULT_IMPLEMENTATIONS),
+                   help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default "
+                        f"{','.join(DEFAULT_IMPLEMENTATIONS)})")
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--timeout", type=float, default=3600, help="seconds per measurement subprocess (default 3600)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -573,6 +581,8 @@ def main(argv=None) -> int:
                         note += "; bf16 autocast and channels-last in training and scoring"
                         if not P.native_cpu_bf16():
                             note += " (emulated: this CPU has no bf16 hardware)"
+                    if impl == "ours-cl":
+                        note += "; fp32 with channels-last tensors in training and scoring"
                 else:
                     try:
                         st = official_settings_for(config)
