@@ -197,14 +197,13 @@ def prepare_official(source: str | None, dest: Path) -> str:
 # worker: one measurement in this (fresh) process
 # ---------------------------------------------------------------------------------------------
 
-def _build_ours(config: str, bf16: bool = False, channels_last: bool | None = None):
+def _build_ours(config: str, bf16: bool, channels_last: bool):
     import torch
 
     from cxrlib.methods.squid.config import squid_config
     from cxrlib.methods.squid.generator import build_models, parameter_report
 
-    cfg = squid_config("squid", config, precision="bf16" if bf16 else "fp32",
-                       channels_last=bf16 if channels_last is None else channels_last)
+    cfg = squid_config("squid", config, precision="bf16" if bf16 else "fp32", channels_last=channels_last)
     gen, disc = build_models(cfg)
     # fit_squid's optimisers
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)

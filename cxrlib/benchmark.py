@@ -34,7 +34,7 @@ from .utils import atomic_write_bytes, atomic_write_json, repo_relative, repo_ro
 
 __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_command", "run_row", "read_rows", "write_rows", "merge_row", "summarize",
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
-           "run_table", "current_profile_version", "is_current", "read_table_csv", "migrate_table_csv", "current_rows", "stale_rows", "split_change_markdown",
+           "run_table", "current_profile_version", "is_current", "read_table_csv", "migrate_table_csv", "current_or_record", "current_rows", "stale_rows", "split_change_markdown",
            "profile_change_markdown", "thread_count", "upsert_csv", "diagnose_runs", "replace_readme_section",
            "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
@@ -418,6 +418,13 @@ def migrate_table_csv(path, columns: list[str], legacy: dict[str, str]) -> None:
         if next(csv.reader(f), []) == columns:
             return
     write_rows(path, read_table_csv(path, columns, legacy), columns)
+
+
+def current_or_record(rows: list[dict], row_is_current) -> tuple[list[dict], bool]:
+    """What a side table (:mod:`cxrlib.tables`) is drawn from, and whether it is stale: the rows for which
+    ``row_is_current(row)`` holds when there is one, else all of ``rows`` (the stale record)."""
+    current = [r for r in rows if row_is_current(r)]
+    return (current, False) if current else (rows, True)
 
 
 def _version(r: dict, column: str) -> str:

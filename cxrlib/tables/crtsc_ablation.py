@@ -141,9 +141,7 @@ def is_current(r: dict) -> bool:
 def table_rows(csv_path: Path) -> tuple[list[dict], bool]:
     """The rows the summary is drawn from and whether they are stale: the current rows when there is one, else
     the stale record."""
-    rows = read_rows(csv_path)
-    current = [r for r in rows if is_current(r)]
-    return (current, False) if current else (rows, True)
+    return B.current_or_record(read_rows(csv_path), is_current)
 
 
 def summarize(csv_path: Path):
