@@ -156,3 +156,18 @@ def test_recorded_commands_name_no_folder_of_this_machine(tmp_path):
     cmd = shown_command("benchmarks/bench_squid.py", ["--official-dir", str(tmp_path / "SQUID"), "--out-dir",
                                                       str(root / "benchmarks" / "results"), "--threads", "2"], root)
     assert cmd == "python benchmarks/bench_squid.py --official-dir PATH/SQUID --out-dir benchmarks/results --threads 2"
+
+
+def test_worker_records_the_warmup_timings_apart_from_the_median():
+    spec = dict(implementation="ours", config="quick", mode="train", iterations=2, warmup=2, threads=1,
+                official_dir=None, official_settings=None)
+    train = bench.run_worker(spec)["train"]
+    assert len(train["times_s"]) == 2 and len(train["warmup_times_s"]) == 2
+    assert train["median_s"] == pytest.approx(sorted(train["times_s"])[0] / 2 + sorted(train["times_s"])[1] / 2)
+
+
+def test_skip_names_pairs_that_exist(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--implementations", "ours", "--configs", "quick", "--skip", "ours-bf16/huge"])
+    assert exc.value.code == 2
+    assert "IMPLEMENTATION/CONFIG" in capsys.readouterr().err
