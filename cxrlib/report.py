@@ -334,14 +334,18 @@ def lever_reading(lever_csv, metrics_csv) -> str:
     """What the lever rows say against the study's baseline: for each (method, lever, epochs) on split 0, its
     development-test AUROC at the kept epoch beside the main table's rows of the same method and seeds made by
     version 1 of the profile (the one the study started from, :data:`cxrlib.tables.squid_levers.BASELINE`),
-    and how far validation was from test at the kept epochs."""
+    and how far validation was from test at the kept epochs. A lever that is not the current profile is also set
+    beside the lever rows that are (:func:`cxrlib.tables.squid_levers.is_current_profile`), seed by seed."""
     main = [r for r in B.read_rows(metrics_csv) if r.get("data") != "phantoms" and str(r.get("split_seed")) == "0"
             and r["split_version"] == SPLIT_VERSION and r["profile_version"] == "1"]
     rows = SL._current(SL.read_csv(lever_csv))
     parts = []
-    for s in SL.summarize(lever_csv):
-        if s["split_seed"] != 0:
-            continue
+    summaries = [s for s in SL.summarize(lever_csv) if s["split_seed"] == 0]
+    current = {}
+    for s in summaries:
+        if SL.is_current_profile(s["method"], s["lever"], s["epochs"]):
+            current.setdefault(s["method"], s)
+    for s in summaries:
         base = {int(r["seed"]): float(r["auroc"]) for r in main if r["method"] == s["method"]}
         same = [base[k] for k in s["seeds"] if k in base]
         gap = [float(r["val_auroc_kept"]) - float(r["test_auroc_kept"]) for r in rows
@@ -351,6 +355,16 @@ def lever_reading(lever_csv, metrics_csv) -> str:
         if len(same) == len(s["seeds"]):
             text += (f" against {SL._pct(np.array(same))} for the version-1 `{SL.PROFILE}` profile's {s['method']} "
                      f"rows of the same seeds in the main table")
+        ref = current.get(s["method"])
+        if ref is not None and ref is not s:
+            shared = [k for k in s["seeds"] if k in ref["seeds"]]
+            if shared:
+                mine = np.array([s["test_auroc_kept"][s["seeds"].index(k)] for k in shared])
+                theirs = np.array([ref["test_auroc_kept"][ref["seeds"].index(k)] for k in shared])
+                text += (f"; the current `{SL.PROFILE}` profile (lever {ref['lever']}, {ref['epochs']} epochs) gives "
+                         f"{SL._pct(theirs)} on the same seed{'s' * (len(shared) > 1)}, a difference of "
+                         + ", ".join(f"{100 * d:+.1f}" for d in mine - theirs) + " points (seed "
+                         + ", ".join(map(str, shared)) + ")")
         text += (f"; the last epoch gives {SL._pct(s['test_auroc_last'])}; validation exceeded test at the kept "
                  f"epoch by {100 * np.mean(gap):+.1f} points on average; {s['train_minutes'].mean():.1f} training "
                  f"minutes per run (torch threads: {', '.join(s['threads'])})")

@@ -118,6 +118,26 @@ def test_lever_reading_compares_with_the_main_table(tmp_path):
     assert "by +0.0 points" in text
 
 
+def test_lever_reading_sets_a_lever_beside_the_current_profile_seed_by_seed(tmp_path):
+    from cxrlib import report
+    from cxrlib.tables import squid_levers as SL
+
+    lev = tmp_path / "squid_levers.csv"
+    rows = [{"method": "squid", "lever": lever, "seed": s, "split_seed": 0, "epochs": 50, "kept_epoch": 40,
+             "val_auroc_kept": t, "test_auroc_kept": t, "val_auroc_last": 0.7, "test_auroc_last": 0.7,
+             "train_minutes": 20.0, "threads": 1, "split_version": report.SPLIT_VERSION, "commit": "abc",
+             "overrides": "{}"}
+            for lever, seeds in (("bf16", ((0, 0.84), (1, 0.86), (2, 0.80))), ("cpu", ((0, 0.80), (2, 0.83))))
+            for s, t in seeds]
+    SL._upsert_file(lev, SL.ROW_COLUMNS, rows, SL.KEY)
+    assert SL.is_current_profile("squid", "bf16", 50) and not SL.is_current_profile("squid", "cpu", 50)
+    assert not SL.is_current_profile("crtsc", "bf16_g_w_0.005", 50)  # CRTSC's own KL weight is 0.002
+    text = report.lever_reading(lev, tmp_path / "metrics.csv")
+    assert ("**squid, cpu**, 50 epochs (2 seeds): 81.5 ± 2.1 at the kept epochs; the current `cpu` profile (lever "
+            "bf16, 50 epochs) gives 82.0 ± 2.8 on the same seeds, a difference of -4.0, +3.0 points (seed 0, 2)") in text
+    assert text.count("the current `cpu` profile") == 1  # the profile's own row is not set beside itself
+
+
 def test_scoring_precision_table(tmp_path):
     from cxrlib import report as R
 

@@ -154,7 +154,7 @@ def run_lever(method, lever, seed, split_seed, data, epochs, out_root: Path, log
     from ..methods.squid.scorer import finalize_squid, last_epoch_scorer
     from ..methods.squid.train import fit_squid
 
-    cfg = squid_config(method, PROFILE, **{**BASELINE, **LEVERS[lever], **({"epochs": epochs} if epochs else {})})
+    cfg = lever_config(method, lever, epochs)
     ds = D.load(data, size=cfg.image_size)
     split = D.unsupervised_protocol(ds, seed=split_seed)
     out = Path(out_root) / f"{method}_{lever}_e{cfg.epochs}_s{seed}_split{split_seed}"
@@ -228,6 +228,22 @@ def _current(rows: list[dict]) -> list[dict]:
     from ..data import SPLIT_VERSION
 
     return [r for r in rows if r.get("split_version") == SPLIT_VERSION] or rows
+
+
+def lever_config(method: str, lever: str, epochs: int | None = None):
+    """The :class:`~cxrlib.methods.squid.config.SquidConfig` a lever trains: the method's ``cpu`` profile, the pinned
+    :data:`BASELINE`, the lever's overrides and, if given, ``epochs`` (what ``--epochs`` does)."""
+    from ..methods.squid.config import squid_config
+
+    return squid_config(method, PROFILE, **{**BASELINE, **LEVERS[lever], **({"epochs": int(epochs)} if epochs else {})})
+
+
+def is_current_profile(method: str, lever: str, epochs: int) -> bool:
+    """Whether ``lever`` at ``epochs`` trains exactly the method's current ``cpu`` profile (the configuration of the
+    main table's rows), e.g. ``bf16`` at 50 epochs since version 2 of the profile."""
+    from ..methods.squid.config import squid_config
+
+    return lever in LEVERS and lever_config(method, lever, epochs) == squid_config(method, PROFILE)
 
 
 def _lever_order(lever: str) -> int:
