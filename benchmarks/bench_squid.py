@@ -403,15 +403,16 @@ def run_worker(spec: dict) -> dict:
             def forward(xb):
                 with torch.no_grad():
                     disc(gen(xb)["recon"])
+
+        def timed(xb) -> float:
+            t0 = time.perf_counter()
+            forward(xb)
+            return time.perf_counter() - t0
+
         for batch in (BATCH, 1):
             xb = x[:batch]
-            def timed() -> float:
-                t0 = time.perf_counter()
-                forward(xb)
-                return time.perf_counter() - t0
-
-            warm = [timed() for _ in range(spec.get("warmup", WARMUP))]
-            result[f"infer_b{batch}"] = summarize([timed() for _ in range(iterations)], batch)
+            warm = [timed(xb) for _ in range(spec.get("warmup", WARMUP))]
+            result[f"infer_b{batch}"] = summarize([timed(xb) for _ in range(iterations)], batch)
             result[f"infer_b{batch}"]["warmup_times_s"] = warm
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_GIB
     return result
