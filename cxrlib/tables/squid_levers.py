@@ -56,6 +56,9 @@ LEVERS: dict[str, dict] = {
     # saturated D (sigma(D(x)) ~ 1) the KL term is the BCE term, so the paper's weight is a weaker adversarial
     # pull, and the ablation's "+KL" row changes form and weight at once; this lever separates the two
     "bf16_g_w_0.005": dict(precision="bf16", channels_last=True, g_w=0.005),
+    # the same in fp32, for CPUs that emulate bf16 (AVX2 without AVX512_BF16/AMX): there the pair
+    # {cpu, g_w_0.005} at 50 epochs is the fp32 counterpart of {bf16, bf16_g_w_0.005}
+    "g_w_0.005": dict(g_w=0.005),
     # every decoder level without the encoder skip: the image can only come back through the memories
     "no_skips": dict(decoder_ops=("none", "none", "none", "none")),
     "no_skips_no_shortcut": dict(decoder_ops=("none", "none", "none", "none"), inpaint_mask_ratio=1.0,
