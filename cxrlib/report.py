@@ -330,17 +330,35 @@ def fidelity_reading(path) -> str:
             "sharpness table above), so a blurring generator reconstructs them about as well as normal ones.\n")
 
 
+def _seed_by_seed(s: dict, ref: dict, what: str) -> str:
+    """``s`` beside ``ref`` (two :func:`cxrlib.tables.squid_levers.summarize` entries) on their shared seeds: the
+    reference's mean ± std and the paired differences ``s - ref`` in points; ``""`` when they share no seed."""
+    shared = [k for k in s["seeds"] if k in ref["seeds"]]
+    if not shared:
+        return ""
+    mine = np.array([s["test_auroc_kept"][s["seeds"].index(k)] for k in shared])
+    theirs = np.array([ref["test_auroc_kept"][ref["seeds"].index(k)] for k in shared])
+    return (f"; {what} gives {SL._pct(theirs)} on the same seed{'s' * (len(shared) > 1)}, a difference of "
+            + ", ".join(f"{100 * d:+.1f}" for d in mine - theirs) + " points (seed " + ", ".join(map(str, shared)) + ")")
+
+
 def lever_reading(lever_csv, metrics_csv) -> str:
     """What the lever rows say against the study's baseline: for each (method, lever, epochs) on split 0, its
     development-test AUROC at the kept epoch beside the main table's rows of the same method and seeds made by
     version 1 of the profile (the one the study started from, :data:`cxrlib.tables.squid_levers.BASELINE`),
-    and how far validation was from test at the kept epochs. A lever that is not the current profile is also set
-    beside the lever rows that are (:func:`cxrlib.tables.squid_levers.is_current_profile`), seed by seed."""
+    and how far validation was from test at the kept epochs. Seed by seed, a lever is also set beside
+
+    * the lever rows of the method's current profile (:func:`cxrlib.tables.squid_levers.is_current_profile`),
+    * its arithmetic base (:func:`cxrlib.tables.squid_levers.arithmetic_base`), which isolates what the lever
+      changes, when that is neither the lever itself nor the current profile,
+    * for SimSID and CRTSC, SQUID trained the same way (:func:`cxrlib.tables.squid_levers.squid_counterparts`),
+      the comparison CRTSC's paper claim (CRTSC above SQUID) is about."""
     main = [r for r in B.read_rows(metrics_csv) if r.get("data") != "phantoms" and str(r.get("split_seed")) == "0"
             and r["split_version"] == SPLIT_VERSION and r["profile_version"] == "1"]
     rows = SL._current(SL.read_csv(lever_csv))
     parts = []
     summaries = [s for s in SL.summarize(lever_csv) if s["split_seed"] == 0]
+    by_lever = {(s["method"], s["lever"], s["epochs"]): s for s in summaries}
     current = {}
     for s in summaries:
         if SL.is_current_profile(s["method"], s["lever"], s["epochs"]):
@@ -357,14 +375,16 @@ def lever_reading(lever_csv, metrics_csv) -> str:
                      f"rows of the same seeds in the main table")
         ref = current.get(s["method"])
         if ref is not None and ref is not s:
-            shared = [k for k in s["seeds"] if k in ref["seeds"]]
-            if shared:
-                mine = np.array([s["test_auroc_kept"][s["seeds"].index(k)] for k in shared])
-                theirs = np.array([ref["test_auroc_kept"][ref["seeds"].index(k)] for k in shared])
-                text += (f"; the current `{SL.PROFILE}` profile (lever {ref['lever']}, {ref['epochs']} epochs) gives "
-                         f"{SL._pct(theirs)} on the same seed{'s' * (len(shared) > 1)}, a difference of "
-                         + ", ".join(f"{100 * d:+.1f}" for d in mine - theirs) + " points (seed "
-                         + ", ".join(map(str, shared)) + ")")
+            text += _seed_by_seed(s, ref, f"the current `{SL.PROFILE}` profile (lever {ref['lever']}, "
+                                          f"{ref['epochs']} epochs)")
+        arith = by_lever.get((s["method"], SL.arithmetic_base(s["lever"]), s["epochs"]))
+        if arith is not None and arith is not s and arith is not ref:
+            text += _seed_by_seed(s, arith, f"its arithmetic without the change (lever {arith['lever']})")
+        squid = [by_lever[("squid", c, s["epochs"])] for c in
+                 SL.squid_counterparts(s["method"], s["lever"], s["epochs"],
+                                       [k[1] for k in by_lever if k[0] == "squid" and k[2] == s["epochs"]])]
+        if squid:
+            text += _seed_by_seed(s, squid[0], f"SQUID trained the same way (lever {squid[0]['lever']})")
         text += (f"; the last epoch gives {SL._pct(s['test_auroc_last'])}; validation exceeded test at the kept "
                  f"epoch by {100 * np.mean(gap):+.1f} points on average; {s['train_minutes'].mean():.1f} training "
                  f"minutes per run (torch threads: {', '.join(s['threads'])})")

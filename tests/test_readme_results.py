@@ -156,3 +156,32 @@ def test_map_generator_table(tmp_path):
     path.write_text("run,method,seed,split_version,kept_epoch,map_epoch,pixel_auroc_kept,pixel_auroc_map\n"
                     "squid_s0,squid,0,patient-v2,8,50,0.4390,0.9520\n")
     assert "| squid_s0 | 8 | 43.9 | 50 | 95.2 |" in R.map_generator_markdown(path)
+
+
+def test_lever_reading_sets_crtsc_beside_its_arithmetic_base_and_squid_trained_the_same_way(tmp_path):
+    from cxrlib import report
+    from cxrlib.tables import squid_levers as SL
+
+    assert SL.arithmetic_base("g_w_0.005") == "cpu" and SL.arithmetic_base("bf16_g_w_0.005") == "bf16"
+    assert SL.arithmetic_base("size_128_bf16") == "bf16" and SL.arithmetic_base("no such lever") is None
+    # SQUID's own generator weight is 0.005, so CRTSC's g_w_0.005 and cpu levers both leave SQUID at its cpu lever
+    assert SL.squid_counterparts("crtsc", "g_w_0.005", 50, ["bf16", "cpu", "ema"]) == ["cpu"]
+    assert SL.squid_counterparts("crtsc", "bf16_g_w_0.005", 50, ["bf16", "cpu"]) == ["bf16"]
+    assert SL.squid_counterparts("squid", "cpu", 50, ["cpu"]) == []
+
+    lev = tmp_path / "squid_levers.csv"
+    table = (("squid", "cpu", ((0, 0.86), (1, 0.84), (2, 0.85))), ("crtsc", "cpu", ((0, 0.80), (1, 0.82))),
+             ("crtsc", "g_w_0.005", ((0, 0.88), (1, 0.83), (2, 0.86))))
+    rows = [{"method": m, "lever": lever, "seed": s, "split_seed": 0, "epochs": 50, "kept_epoch": 40,
+             "val_auroc_kept": t, "test_auroc_kept": t, "val_auroc_last": 0.7, "test_auroc_last": 0.7,
+             "train_minutes": 30.0, "threads": 2, "split_version": report.SPLIT_VERSION, "commit": "abc",
+             "overrides": "{}"} for m, lever, seeds in table for s, t in seeds]
+    SL._upsert_file(lev, SL.ROW_COLUMNS, rows, SL.KEY)
+    text = report.lever_reading(lev, tmp_path / "metrics.csv")
+    assert ("**crtsc, g_w_0.005**, 50 epochs (3 seeds): 85.7 ± 2.5 at the kept epochs; its arithmetic without the "
+            "change (lever cpu) gives 81.0 ± 1.4 on the same seeds, a difference of +8.0, +1.0 points (seed 0, 1); "
+            "SQUID trained the same way (lever cpu) gives 85.0 ± 1.0 on the same seeds, a difference of +2.0, -1.0, "
+            "+1.0 points (seed 0, 1, 2)") in text
+    # the arithmetic base is not set beside itself, and SQUID is not set beside SQUID
+    assert "**crtsc, cpu**, 50 epochs (2 seeds): 81.0 ± 1.4 at the kept epochs; SQUID trained the same way" in text
+    assert "**squid, cpu**, 50 epochs (3 seeds): 85.0 ± 1.0 at the kept epochs; the last epoch" in text

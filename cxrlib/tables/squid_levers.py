@@ -35,7 +35,8 @@ from ..utils import repo_root
 
 __all__ = ["LEVERS", "ROW_COLUMNS", "CURVE_COLUMNS", "KEY", "CURVE_KEY", "PROFILE", "curves_path", "read_csv",
            "diagnostics", "run_lever", "add_arguments", "run", "summarize", "markdown", "draw", "RULES",
-           "rule_epoch", "selection_rules", "selection_markdown"]
+           "rule_epoch", "selection_rules", "selection_markdown", "lever_config", "is_current_profile",
+           "arithmetic_base", "squid_counterparts"]
 
 #: lever name -> SquidConfig overrides on top of the method's cpu profile
 LEVERS: dict[str, dict] = {
@@ -247,6 +248,31 @@ def is_current_profile(method: str, lever: str, epochs: int) -> bool:
     from ..methods.squid.config import squid_config
 
     return lever in LEVERS and lever_config(method, lever, epochs) == squid_config(method, PROFILE)
+
+
+#: the overrides that set a lever's arithmetic rather than what it trains
+_ARITHMETIC = ("precision", "channels_last")
+
+
+def arithmetic_base(lever: str) -> str | None:
+    """The lever that trains with ``lever``'s arithmetic and nothing else changed: ``cpu`` for the fp32 levers,
+    ``bf16`` for the bf16 ones (``None`` for an unknown lever). Setting a lever beside its arithmetic base isolates
+    what the lever changes, e.g. ``g_w_0.005`` against ``cpu``."""
+    if lever not in LEVERS:
+        return None
+    arithmetic = {k: v for k, v in LEVERS[lever].items() if k in _ARITHMETIC}
+    return next((name for name, overrides in LEVERS.items() if overrides == arithmetic), None)
+
+
+def squid_counterparts(method: str, lever: str, epochs: int, candidates) -> list[str]:
+    """The levers among ``candidates`` that train SQUID the way ``lever`` trains ``method``'s SQUID part: the same
+    :class:`~cxrlib.methods.squid.config.SquidConfig` when applied to SQUID's ``cpu`` profile. For CRTSC they are
+    the SQUID rows its paper's claim (CRTSC above SQUID) is measured against; e.g. CRTSC's ``g_w_0.005`` and SQUID's
+    ``cpu`` (SQUID's weight is already 0.005). Empty for SQUID itself and for unknown levers."""
+    if method == "squid" or lever not in LEVERS:
+        return []
+    mine = lever_config("squid", lever, epochs)
+    return [c for c in candidates if c in LEVERS and lever_config("squid", c, epochs) == mine]
 
 
 def _lever_order(lever: str) -> int:
