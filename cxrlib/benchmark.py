@@ -233,11 +233,14 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
     command = display_command(train_argv)
     info_path = run / "bench_train.json"
     ck = _check_reusable(run / "model.pt", method, train_argv) if (run / "model.pt").exists() else None
+    threads = thread_count()
     if ck is not None and info_path.exists():
         info = json.loads(info_path.read_text())
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))}")
     elif ck is not None:  # trained by a notebook: its checkpoint knows the training time
         info = {"train_minutes": float(ck.get("train_seconds", float("nan"))) / 60, "peak_train_gib": ""}
+        if len(ck.get("train_threads", [])) == 1:  # the notebook's own thread count, where it recorded one
+            threads = ck["train_threads"][0]
         log(f"{method} [{variant}] seed {seed}: reusing {_display(str(run))} (trained elsewhere; peak memory not measured)")
     else:
         log(f"{method} [{variant}] seed {seed}: training ({profile} profile) ...")
@@ -271,7 +274,7 @@ def run_row(method: str, variant: str, profile: str, data: str, seed: int = 0, s
         "peak_train_gib": info["peak_train_gib"], "peak_infer_gib": peak_infer, "pixel_auroc": "", "best_dice": "",
         "train_command": command,
         "score_command": display_command(score_argv), "commit": git_commit(), "split_version": version,
-        "threads": thread_count(), "dice": "", "profile_version": profile_version(method, profile),
+        "threads": threads, "dice": "", "profile_version": profile_version(method, profile),
     }
 
 

@@ -85,11 +85,20 @@ def read_checkpoint(path, device=None) -> dict:
 
 def matching_model(model: Path, cfg_dict: dict, seed: int, source, log=print) -> dict | None:
     """The finished ``model.pt`` checkpoint when it was trained with exactly this configuration, seed and
-    data (what the notebooks' ``train_or_load`` helpers reuse), else ``None`` (logging why, if it exists)."""
+    data on this code's development split (:data:`cxrlib.data.SPLIT_VERSION`) (what the notebooks'
+    ``train_or_load`` helpers reuse), else ``None`` (logging why, if it exists)."""
+    from .data import SPLIT_VERSION
+
     if not model.exists():
         return None
     shown = repo_relative(model)  # a notebook's output shows runs/..., not this machine's folders
     ck = torch.load(model, map_location="cpu", weights_only=False)
+    # a checkpoint from before split versions were recorded was trained on the first one
+    version = ck.get("split_version", "image-v1")
+    if version != SPLIT_VERSION:
+        log(f"{shown} was trained on development split '{version}', this code's is '{SPLIT_VERSION}': "
+            f"training again")
+        return None
     if ck.get("cfg") == cfg_dict and ck.get("seed") == seed and ck.get("data") == str(source):
         log(f"reusing the trained model in {shown.parent}")
         return ck

@@ -228,6 +228,23 @@ def test_benchmark_refuses_to_reuse_a_model_of_another_profile_definition(tmp_pa
         B._check_reusable(run / "model.pt", "squid", argv)
 
 
+def test_notebook_08_and_the_table_share_the_ddad_run():
+    """Notebook 08's AE model (ddad.train_or_load's default folder and settings) is the table's DDAD row on split 0,
+    so notebook 09 and ``python -m cxrlib benchmark`` reuse it instead of training it again."""
+    from cxrlib.methods.ddad import ddad
+    from cxrlib.utils import repo_root
+
+    variant = next(iter(B.VARIANTS["ddad"]))
+    for profile in ("quick", "cpu"):
+        for seed in (0, 2):
+            assert ddad.default_run_dir(profile, "ae", seed) == B.run_dir(repo_root() / "runs" / profile, "ddad",
+                                                                          variant, seed, 0)
+    assert B.VARIANTS["ddad"][variant] == ["--backbone", "ae", "--score", ddad.ddad_config("quick").score]
+    # another backbone or overridden settings get their own folder: never the table's run
+    assert ddad.default_run_dir("quick", "memae", 0).name == "ddad_memae_s0"
+    assert ddad.default_run_dir("quick", "ae", 0, overridden=True).name == "ddad_ae_s0"
+
+
 def test_localisation_row_scores_maps_against_masks_and_joins_the_csv(tmp_path):
     """One real quick run on the phantoms (PatchCore, random backbone: seconds on a CPU)."""
     from sklearn.metrics import roc_auc_score

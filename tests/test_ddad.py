@@ -273,6 +273,24 @@ def test_cli_train_score_end_to_end(tmp_path, capsys):
                  "--out", str(tmp_path / "s.csv")]) == 0
     res = json.loads((tmp_path / "s.json").read_text())
     assert res["method"] == "ddad" and res["n"] == 86 and 0 <= res["auroc"] <= 1
+    assert ck["train_threads"] == [1]  # --threads 1: recorded, since the benchmark may reuse this run
+    # the benchmark reuses the run only for the command that trains it now (B._check_reusable asks ddad)
+    from cxrlib import benchmark as B
+
+    B._check_reusable(out / "model.pt", "ddad", common)
+    for flags, change in ((["--epochs", "2"], "epochs 1 -> 2"), (["--score", "intra"], "score 'asr' -> 'intra'"),
+                          (["--seed", "1"], "seed 0 -> 1"), (["--data", "other.npz"], "data .embedded. -> .other.npz."), (["--n-unlabelled", "50"], "n_unlabelled 100 -> 50"),
+                          (["--profile", "cpu", "--data", "embedded"], "precision 'fp32' -> 'bf16'")):
+        with pytest.raises(B.CommandError, match=f"trained with another configuration .*{change}"):
+            B._check_reusable(out / "model.pt", "ddad", common + flags)
+    # the notebooks' reuse (matching_model) also refuses a model of another development-split definition
+    from cxrlib.checkpoint import matching_model
+
+    said = []
+    assert matching_model(out / "model.pt", ck["cfg"], 0, ck["data"], log=said.append) is not None
+    torch.save({**ck, "split_version": "image-v1"}, tmp_path / "old.pt")
+    assert matching_model(tmp_path / "old.pt", ck["cfg"], 0, ck["data"], log=said.append) is None
+    assert "trained on development split 'image-v1'" in said[-1]
     # another --score on the finished run only re-finalises: same weights, another chosen kind
     assert main(common + ["--score", "intra", "--resume"]) == 0
     ck2 = torch.load(out / "model.pt", weights_only=False)

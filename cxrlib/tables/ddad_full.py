@@ -169,7 +169,11 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
         train += ["--ndm-from", str(donor.relative_to(root))]
     wall_file = run_dir / "wall_seconds.json"
     if (run_dir / "model.pt").exists():  # never score a model of another split or configuration as this row
-        B._check_reusable(run_dir / "model.pt", "ddad", train)
+        import torch
+
+        # every score kind is re-finalised below, so the kind model.pt holds now is not part of the check
+        kind = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)["score"]
+        B._check_reusable(run_dir / "model.pt", "ddad", train + ["--score", kind])
     else:
         resume = ["--resume"] if (run_dir / "udm0.pt").exists() else []
         print(f"[{r['tag']}] training{' (resumed)' if resume else ''}; log {log}", flush=True)

@@ -60,8 +60,8 @@ from cxrlib.utils import get_device, progress, repo_root
 from ...checkpoint import ConfigRecord
 from .networks import BACKBONES, RefineNet, build_backbone, heteroscedastic_loss, memory_entropy
 
-__all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "focal_loss", "synthetic_anomalies",
-           "discrepancy_maps", "fit_ddad", "finalize_ddad", "train_or_load", "evaluate_kinds",
+__all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "checkpoint_mismatch", "default_run_dir",
+           "focal_loss", "synthetic_anomalies", "discrepancy_maps", "fit_ddad", "finalize_ddad", "train_or_load", "evaluate_kinds",
            "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names", "reuse_ndm",
            "ndm_finished"]
 
@@ -372,6 +372,8 @@ def _train_network(name, cfg, net, opt, x_train, path, seed, device, epochs, run
     def save():
         atomic_torch_save({**state, "net": net.state_dict(), "opt": opt.state_dict()}, path)
 
+    # the thread counts this network trained with: they change the float sums (a resumed run may differ)
+    state["threads"] = sorted({*state.get("threads", []), torch.get_num_threads()})
     last_save = time.time()
     bar = progress(range(state["epoch"], epochs), enabled=show_progress, desc=what, initial=state["epoch"],
                    total=epochs)
@@ -739,7 +741,7 @@ def finalize_ddad(out_dir, cfg: DDADConfig, ds, split, seed: int = 0, device=Non
     validation threshold (``threshold_rule``) and validation metrics of every score kind, the chosen kind
     (``cfg.score``), per-network histories and times, and the split's description."""
     out_dir, device = Path(out_dir), get_device(device)
-    weights, history, seconds = {}, {}, {}
+    weights, history, seconds, threads = {}, {}, {}, set()
     for name in network_names(cfg.ensemble):
         path = out_dir / f"{name}.pt"
         if not path.exists():
@@ -748,6 +750,7 @@ def finalize_ddad(out_dir, cfg: DDADConfig, ds, split, seed: int = 0, device=Non
         if not state["finished"]:
             raise CheckpointError(f"{path}: training of this network is unfinished; resume it first")
         weights[name], history[name], seconds[name] = state["net"], state["history"], state["train_seconds"]
+        threads.update(state.get("threads", []))
     udm, ndm, refine = _load_nets(cfg, weights, device)
     scorer = DDADScorer(cfg, udm, ndm, refine, device=device)
     y_val = ds.labels[split.val]
@@ -761,8 +764,8 @@ def finalize_ddad(out_dir, cfg: DDADConfig, ds, split, seed: int = 0, device=Non
         "backbone": cfg.backbone, "score": cfg.score, "threshold": thresholds[cfg.score], "thresholds": thresholds,
         "threshold_rule": f"{threshold_rule} on the validation split", "val_metrics": val,
         "weights": weights, "history": history, "seconds_per_network": seconds,
-        "train_seconds": float(sum(seconds.values())), "data": data_source, "protocol": split.protocol,
-        "split_summary": split.summary(ds.labels),
+        "train_seconds": float(sum(seconds.values())), "train_threads": sorted(threads), "data": data_source,
+        "protocol": split.protocol, "split_summary": split.summary(ds.labels),
     }, path)
     return path
 
@@ -801,6 +804,22 @@ def _config_from_args(args) -> DDADConfig:
                                   if getattr(args, "precision", None) else None))
 
 
+def checkpoint_mismatch(ck: dict, args) -> str | None:
+    """Why the finished ``model.pt`` dict ``ck`` is not the model that ``train`` with ``args`` trains with this code
+    (the differing configuration fields, saved -> now, and seed, split seed or data file), or ``None`` when it is.
+    The benchmark asks this before it reuses a run, so a model of an earlier profile definition, another score
+    kind or another pool is never scored as the current one."""
+    saved = DDADConfig.from_dict(ck["cfg"]).to_dict()
+    now = _config_from_args(args).to_dict()
+    diff = [f"{k} {v!r} -> {now[k]!r}" for k, v in saved.items() if now[k] != v]
+    data = Path(str(D.resolve_data(args.profile, args.data))).name
+    for what, was, want in (("seed", ck.get("seed"), args.seed), ("split seed", ck.get("split_seed"), args.split_seed),
+                            ("data", Path(str(ck.get("data", ""))).name, data)):
+        if was != want:
+            diff.append(f"{what} {was!r} -> {want!r}")
+    return f"trained with another configuration ({'; '.join(diff)})" if diff else None
+
+
 def train_from_args(args) -> Path | None:
     """``python -m cxrlib train --method ddad``: see :mod:`cxrlib.methods` for the contract."""
     if getattr(args, "threads", None):
@@ -834,16 +853,26 @@ def scorer_from_checkpoint(ck: dict, path, device) -> DDADScorer:
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: not a complete DDAD checkpoint ({e.__class__.__name__}: {e})") from None
     meta = {k: ck[k] for k in ("seed", "split_seed", "val_metrics", "threshold_rule", "data", "train_seconds",
-                               "protocol", "split_summary", "history", "seconds_per_network", "split_version")
+                               "protocol", "split_summary", "history", "seconds_per_network", "split_version",
+                               "train_threads")
             if k in ck}
     return DDADScorer(cfg, udm, ndm, refine, ck["score"], ck["thresholds"], meta, device)
+
+
+def default_run_dir(profile: str, backbone: str = "ae", seed: int = 0, overridden: bool = False) -> Path:
+    """Where :func:`train_or_load` keeps a run: ``runs/<profile>/ddad_s<seed>`` for the profile's AE model, the
+    folder of the benchmark table's DDAD row on split 0 (:func:`cxrlib.benchmark.run_dir`), so that notebook 08
+    and the table (notebook 09, ``python -m cxrlib benchmark``) train it once; ``ddad_<backbone>_s<seed>``
+    otherwise (another backbone, or settings overridden)."""
+    name = f"ddad_s{seed}" if backbone == "ae" and not overridden else f"ddad_{backbone}_s{seed}"
+    return Path(repo_root()) / "runs" / profile / name
 
 
 def train_or_load(profile: str = "quick", backbone: str = "ae", data=None, out_dir=None, seed: int = 0,
                   show_progress: bool = True, log=print, **overrides):
     """The notebooks' entry point: train DDAD under ``profile`` on the semi-supervised development split of
-    ``data`` (default: the profile's), or reuse the finished run in ``out_dir`` (default
-    ``runs/<profile>/ddad_<backbone>_s<seed>``) if its settings match; an interrupted run is resumed.
+    ``data`` (default: the profile's), or reuse the finished run in ``out_dir`` (default: :func:`default_run_dir`)
+    if its settings match; an interrupted run is resumed, a finished one of other settings trained again.
 
     Returns:
         ``(scorer, ds, split)``.
@@ -852,10 +881,14 @@ def train_or_load(profile: str = "quick", backbone: str = "ae", data=None, out_d
     source = D.resolve_data(profile, data)
     ds = D.load(source, size=cfg.image_size)
     split = D.semi_supervised_protocol(ds, cfg.n_unlabelled, cfg.anomaly_rate, seed=0)
-    out_dir = Path(out_dir or repo_root() / "runs" / profile / f"ddad_{backbone}_s{seed}")
+    out_dir = Path(out_dir or default_run_dir(profile, backbone, seed,
+                                                   overridden=any(v is not None for v in overrides.values())))
     model = out_dir / "model.pt"
     if matching_model(model, cfg.to_dict(), seed, source, log) is not None:
         return load_scorer(model), ds, split
+    if model.exists():  # another configuration, seed, data or split: its networks cannot be resumed either
+        for name in (*network_names(cfg.ensemble), "model"):
+            (out_dir / f"{name}.pt").unlink(missing_ok=True)
     resume = False
     if (out_dir / "udm0.pt").exists():
         try:
