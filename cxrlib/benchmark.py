@@ -166,8 +166,9 @@ def display_command(argv: list[str]) -> str:
 
 
 def run_dir(out_root: Path, method: str, variant: str, seed: int, split_seed: int) -> Path:
-    # the default variant on split 0 shares the folder of cxrlib.methods.squid.scorer.train_or_load (runs/<profile>/<method>_s<seed>),
-    # so a model trained by a notebook is reused here and vice versa
+    # the default variant on split 0 shares the folder of the notebooks' train_or_load (runs/<profile>/<method>_s<seed>:
+    # cxrlib.methods.squid.scorer's, cxrlib.methods.ddad.ddad.default_run_dir), so a model trained by a notebook is
+    # reused here and vice versa, after _check_reusable
     if variant == next(iter(VARIANTS[method])) and split_seed == 0:
         return out_root / f"{method}_s{seed}"
     tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"

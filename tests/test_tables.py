@@ -255,7 +255,7 @@ def test_ddad_summary_table_on_a_constructed_csv(tmp_path):
     assert "| semi (pool 700, rate 0.6) | AE | asr | 0, 1 | 92.0 ± 2.8 | 50.0 ± 0.0 | 70.0 ± 0.0 | 80.0 ± 0.0 | 65 | 65 |" in table
     # rows without the version columns are the image-v1 record: drawn, and said to be stale; no weak rows: no second
     assert DD.markdown(tmp_path / "d.csv") == "Stale: all 2 rows were made on an earlier definition (`image-v1` split, " \
-        "profile version 1); no row of the current one yet.\n\n" + table
+        "`cpu` profile (bf16) version 1); no row of the current one yet.\n\n" + table
     assert DD.done_rows(tmp_path / "d.csv") == set()  # a stale row is not a finished one
 
 
@@ -295,6 +295,29 @@ def test_a_ddad_row_appended_to_a_legacy_csv_migrates_it_and_alone_is_current(tm
     assert not stale and [r["git_commit"] for r in current] == ["new"]
     assert DD.done_rows(path) == {("semi", "ae", "0", "asr")}
     assert "| semi (pool 700, rate 0.6) | AE | asr | 0 | 80.0 ± 0.0 |" in DD.summary_table(path)
+
+
+def test_ddad_rows_of_the_cpu_and_full_profiles_are_never_averaged_nor_stand_for_each_other(tmp_path):
+    """The ``cpu`` profile trains the recipe in bf16, ``full`` in fp32: two measurements, kept apart."""
+    base = dict(protocol="semi", backbone="ae", score="asr", n_unlabelled=700, anomaly_rate=0.6, ap=0.5,
+                acc_val_threshold=0.7, f1_val_threshold=0.8, acc_test_tuned=0.7, f1_test_tuned=0.8, val_auroc=0.9,
+                train_minutes=60.0, wall_minutes=60.0, threads=1, git_commit="abc", finished_at="t",
+                **dict(zip(("split_version", "profile_version"), _current_versions("ddad"))))
+    rows = [dict(base, seed=0, auroc=0.90, command="train --method ddad --profile cpu --seed 0"),
+            dict(base, seed=0, auroc=0.80, command="train --method ddad --profile full --seed 0"),
+            dict(base, seed=1, auroc=0.84, command="train --method ddad --profile full --seed 1")]
+    path = tmp_path / "d.csv"
+    _write(path, rows)
+    assert DD.done_rows(path, "full") == {("semi", "ae", "0", "asr"), ("semi", "ae", "1", "asr")}
+    assert DD.done_rows(path, "cpu") == {("semi", "ae", "0", "asr")}
+    table = DD.summary_table(path)
+    assert "| semi (pool 700, rate 0.6), `cpu` profile | AE | asr | 0 | 90.0 ± 0.0 |" in table
+    assert "| semi (pool 700, rate 0.6), `full` profile | AE | asr | 0, 1 | 82.0 ± 2.8 |" in table
+    assert "`cpu` profile (bf16) version" in DD.markdown(path) and "`full` profile (fp32) version" in DD.markdown(path)
+    _write(path, rows[1:])  # one profile: the table as before, the profile named once, above it
+    assert "| semi (pool 700, rate 0.6) | AE | asr | 0, 1 | 82.0 ± 2.8 |" in DD.summary_table(path)
+    split = _current_versions("ddad")[0]
+    assert DD.markdown(path).startswith(f"2 rows on the current definition (`{split}` split, `full` profile (fp32)")
 
 
 def test_wscxr_summary_and_its_split_version_on_a_constructed_csv(tmp_path):

@@ -44,7 +44,7 @@ from ..paper_numbers import paper_rows
 from ..utils import PROFILES, repo_root
 
 __all__ = ["SCORES", "FIELDS", "KEY", "WEAK_K", "BACKBONE_NAMES", "configurations", "read_rows", "is_current",
-           "table_rows", "done_rows", "append_row",
+           "table_rows", "done_rows", "describe_profile", "append_row",
            "ndm_donor", "run_configuration", "figure", "summary_table", "weak_table", "markdown", "add_arguments",
            "run"]
 
@@ -100,15 +100,26 @@ def _frame(csv_path: Path):
     """:func:`table_rows` as a DataFrame, numbers parsed."""
     import pandas as pd
 
-    df = pd.DataFrame(table_rows(csv_path)[0], columns=FIELDS)
+    rows = table_rows(csv_path)[0]
+    df = pd.DataFrame(rows, columns=FIELDS)
     for c in _NUMERIC:
         df[c] = pd.to_numeric(df[c])
+    df["profile"] = [_profile(r) for r in rows]
     return df
 
 
-def done_rows(csv_path: Path) -> set:
-    """The (protocol, backbone, seed, score) of every current row the CSV holds (as text)."""
-    return {tuple(r[k] for k in KEY[:4]) for r in read_rows(csv_path) if is_current(r)}
+def done_rows(csv_path: Path, profile: str | None = None) -> set:
+    """The (protocol, backbone, seed, score) of every current row the CSV holds (as text), of ``profile`` only
+    when given: a row trained in bf16 (``cpu``) does not stand for the fp32 one (``full``), nor the other way."""
+    return {tuple(r[k] for k in KEY[:4]) for r in read_rows(csv_path)
+            if is_current(r) and (profile is None or _profile(r) == profile)}
+
+
+def describe_profile(profile: str) -> str:
+    """``"`full` profile (fp32)"``: the profile a row was trained with and its training arithmetic."""
+    from ..methods.ddad.ddad import ddad_config
+
+    return f"`{profile}` profile ({ddad_config(profile).precision})"
 
 
 def append_row(csv_path: Path, row: dict) -> None:
@@ -148,7 +159,8 @@ def _run(argv: list[str], log: Path) -> None:
 
 def run_configuration(r: dict, args, csv_path: Path) -> None:
     """Train (or resume) one configuration and append a row per score kind not yet in the CSV."""
-    todo = [k for k in SCORES if (r["protocol"], r["backbone"], str(r["seed"]), k) not in done_rows(csv_path)]
+    done = done_rows(csv_path, args.profile)
+    todo = [k for k in SCORES if (r["protocol"], r["backbone"], str(r["seed"]), k) not in done]
     if not todo:
         print(f"[{r['tag']}] all scores done, skipped", flush=True)
         return
@@ -230,19 +242,22 @@ def figure(csv_path: Path, fig_path: Path) -> Path | None:
     fig, axes = plt.subplots(1, ncol, figsize=(5.5 * ncol, 4),
                              gridspec_kw={"width_ratios": [3, 2.5, 2] if ncol == 3 else [3, 2]})
     a, b = axes[0], axes[-1]
-    groups = list(dict.fromkeys(zip(semi.protocol, semi.backbone)))
+    groups = list(dict.fromkeys(zip(semi.protocol, semi.backbone, semi.profile)))
+    several = semi.profile.nunique() > 1
     width = 0.8 / max(len(groups), 1)
-    for gi, (prot, bb) in enumerate(groups):
-        d = semi[(semi.protocol == prot) & (semi.backbone == bb)]
+    for gi, (prot, bb, prof) in enumerate(groups):
+        d = semi[(semi.protocol == prot) & (semi.backbone == bb) & (semi.profile == prof)]
         stats = d.groupby("score").auroc.agg(["mean", "std", "count"]).reindex(SCORES)
         xs = [i + (gi - (len(groups) - 1) / 2) * width for i in range(len(SCORES))]
         a.bar(xs, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=3,
-              label=f"{bb} ({prot}, n={int(stats['count'].max()) if stats['count'].notna().any() else 0})")
+              label=f"{bb} ({prot}{f', {prof}' if several else ''}, "
+                    f"n={int(stats['count'].max()) if stats['count'].notna().any() else 0})")
     a.set_xticks(range(len(SCORES)), SCORES)
     a.set_ylim(0.4, 1.0)
     a.axhline(0.5, color="grey", lw=0.8, ls=":")
     a.set_ylabel("development-test AUROC")
-    a.set_title("DDAD-ASR, full recipe on CPU")
+    a.set_title("DDAD-ASR, full recipe on CPU: " + ", ".join(describe_profile(p).replace("`", "")
+                                                          for p in sorted(set(semi.profile))))
     a.legend(fontsize=8)
     if len(weak):
         w = weak.assign(k=weak.n_unlabelled.astype(int))
@@ -257,7 +272,7 @@ def figure(csv_path: Path, fig_path: Path) -> Path | None:
         axes[1].set_ylabel("AUROC (%)")
         axes[1].set_title("WSCXR Table I's protocol (AE)")
         axes[1].legend(fontsize=7)
-    runs = df.drop_duplicates(["protocol", "backbone", "seed"])
+    runs = df.drop_duplicates(["protocol", "backbone", "seed", "profile"])
     b.barh([f"{p} {bb} s{s}" for p, bb, s in zip(runs.protocol, runs.backbone, runs.seed)], runs.wall_minutes / 60)
     b.set_xlabel("wall-clock hours per run (7 networks)")
     b.invert_yaxis()
@@ -277,13 +292,15 @@ def summary_table(csv_path: Path) -> str:
     lines = ["| protocol | backbone | score | seeds | AUROC | AP | ACC (val thr.) | F1 (val thr.) | train min | wall min |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     order = {k: i for i, k in enumerate(SCORES)}
-    groups = df.groupby(["protocol", "backbone", "score"], sort=False)
-    keys = sorted(groups.groups, key=lambda g: (g[0] != "semi", g[0], list(BACKBONE_NAMES).index(g[1])
+    groups = df.groupby(["protocol", "backbone", "score", "profile"], sort=False)  # bf16 and fp32 never averaged
+    several = df.profile.nunique() > 1
+    keys = sorted(groups.groups, key=lambda g: (g[3], g[0] != "semi", g[0], list(BACKBONE_NAMES).index(g[1])
                                                 if g[1] in BACKBONE_NAMES else 9, order.get(g[2], 9)))
     for key in keys:
         d = groups.get_group(key)
         cell = lambda c: f"{100 * d[c].mean():.1f} ± {100 * (d[c].std(ddof=1) if len(d) > 1 else 0.0):.1f}"  # noqa: E731
         prot = f"{key[0]} (pool {int(d.n_unlabelled.iloc[0])}, rate {float(d.anomaly_rate.iloc[0]):g})"
+        prot += f", `{key[3]}` profile" if several else ""
         lines.append(f"| {prot} | {BACKBONE_NAMES.get(key[1], key[1])} | {key[2]} | "
                      f"{', '.join(str(s) for s in sorted(d.seed))} | {cell('auroc')} | {cell('ap')} | "
                      f"{cell('acc_val_threshold')} | {cell('f1_val_threshold')} | {d.train_minutes.mean():.0f} | "
@@ -304,14 +321,16 @@ def weak_table(csv_path: Path) -> str:
     lines = ["| K | seeds | AUROC rec / intra / inter / asr | ASR: ACC / F1 (val thr.) | ASR: ACC / F1 (test-tuned) "
              "| paper DDAD: AUROC / ACC / F1 (test-tuned) | train min |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for k, d in sorted(df.groupby(df.n_unlabelled.astype(int)), key=lambda kv: kv[0]):
+    several = df.profile.nunique() > 1
+    for (prof, k), d in sorted(df.groupby([df.profile, df.n_unlabelled.astype(int)]), key=lambda kv: kv[0]):
         pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
         auc = " / ".join(pct(d[d.score == kind].auroc.mean()) if (d.score == kind).any() else "–" for kind in SCORES)
         asr = d[d.score == "asr"]
         two = lambda a, b: f"{pct(asr[a].mean())} / {pct(asr[b].mean())}" if len(asr) else "–"  # noqa: E731
         p = paper.get(f"K={k}")
         ref = f"{p['auroc']:.1f} / {p['acc']:.1f} / {p['f1']:.1f}" if p else "–"
-        lines.append(f"| {k} | {', '.join(str(s) for s in sorted(set(d.seed)))} | {auc} | "
+        label = f"{k} (`{prof}` profile)" if several else f"{k}"
+        lines.append(f"| {label} | {', '.join(str(s) for s in sorted(set(d.seed)))} | {auc} | "
                      f"{two('acc_val_threshold', 'f1_val_threshold')} | {two('acc_test_tuned', 'f1_test_tuned')} | "
                      f"{ref} | {d.train_minutes.mean():.0f} |")
     return "\n".join(lines) + "\n"
@@ -321,8 +340,8 @@ def markdown(csv_path) -> str:
     """What the rows are (current or the stale record), the semi-supervised :func:`summary_table`, then (when the
     CSV has such rows) the :func:`weak_table`."""
     rows, stale = table_rows(csv_path)
-    what = ", ".join(f"`{sv}` split, profile version {pv}"
-                     for sv, pv in sorted({(r["split_version"], r["profile_version"]) for r in rows}))
+    what = ", ".join(f"`{sv}` split, {describe_profile(p)} version {pv}"
+                     for sv, p, pv in sorted({(r["split_version"], _profile(r), r["profile_version"]) for r in rows}))
     head = (f"Stale: all {len(rows)} rows were made on an earlier definition ({what}); no row of the current one yet."
             if stale else f"{len(rows)} rows on the current definition ({what}).")
     return "\n".join(t for t in (head + "\n", summary_table(csv_path), weak_table(csv_path)) if t)
