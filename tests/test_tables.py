@@ -320,6 +320,14 @@ def test_ddad_rows_of_the_cpu_and_full_profiles_are_never_averaged_nor_stand_for
     assert DD.markdown(path).startswith(f"2 rows on the current definition (`{split}` split, `full` profile (fp32)")
 
 
+def test_ddad_per_image_scores_of_a_new_definition_sit_beside_the_old_record():
+    d = Path("results/ddad_full")
+    assert DD.scores_path(d, "semi_ae_s0", "asr") == d / "semi_ae_s0_asr.csv"  # the image-v1 record, where it was
+    assert DD.scores_path(d, "semi_ae_s0", "asr", "cpu", "patient-v2") == d / "patient-v2" / "semi_ae_s0_asr.csv"
+    assert (DD.scores_path(d, "semi_ae_s0", "asr", "full", "patient-v2", "2")
+            == d / "patient-v2" / "semi_ae_s0_asr_full_p2.csv")
+
+
 def test_wscxr_summary_and_its_split_version_on_a_constructed_csv(tmp_path):
     from cxrlib.benchmark import write_rows
     from cxrlib.data import SPLIT_VERSION

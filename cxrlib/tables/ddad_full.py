@@ -7,7 +7,7 @@ in fp32), then, for every score kind, ``train ... --score KIND --resume`` (which
 same weights, that kind's validation threshold) and ``python -m cxrlib score ... --split test``, and appends one row
 per score kind to ``results/ddad_full.csv``: development-test AUROC/AP, ACC/F1 at the validation threshold (and the
 test-tuned ones, labelled), training and wall-clock minutes, the command (data shown as ``PATH/<file>``) and the git
-commit. Only finished, scored runs become rows. Per-image scores go to ``results/ddad_full/<tag>_<kind>.csv``
+commit. Only finished, scored runs become rows. Per-image scores go to ``results/ddad_full/`` (:func:`scores_path`)
 (their JSON, which names this machine's paths, is not committed).
 
 Resumable: finished (configuration, score) rows are skipped; an interrupted training run continues with
@@ -44,7 +44,7 @@ from ..paper_numbers import paper_rows
 from ..utils import PROFILES, repo_root
 
 __all__ = ["SCORES", "FIELDS", "KEY", "WEAK_K", "BACKBONE_NAMES", "configurations", "read_rows", "is_current",
-           "table_rows", "done_rows", "describe_profile", "append_row",
+           "table_rows", "done_rows", "describe_profile", "append_row", "scores_path",
            "ndm_donor", "run_configuration", "figure", "summary_table", "weak_table", "markdown", "add_arguments",
            "run"]
 
@@ -199,10 +199,12 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
         if not (run_dir / "model.pt").exists():
             raise RuntimeError(f"[{r['tag']}] training stopped before the end; see {log}")
     wall_minutes = json.loads(wall_file.read_text())["seconds"] / 60 if wall_file.exists() else float("nan")
-    out_dir = root / "results" / "ddad_full"
+    profile_version = B.current_profile_version("ddad", args.profile)
     for kind in todo:
         _run(train + ["--score", kind, "--resume"], log)  # re-finalise: same weights, this kind's threshold
-        out_csv = out_dir / f"{r['tag']}_{kind}.csv"
+        out_csv = scores_path(root / "results" / "ddad_full", r["tag"], kind, args.profile, SPLIT_VERSION,
+                              profile_version)
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
         score = ["score", "--checkpoint", str((run_dir / "model.pt").relative_to(root)),
                  "--data", args.data, "--split", "test", "--out", str(out_csv.relative_to(root))]
         _run(score, log)
@@ -222,9 +224,21 @@ def run_configuration(r: dict, args, csv_path: Path) -> None:
             "train_minutes": f"{ck['train_seconds'] / 60:.1f}", "wall_minutes": f"{wall_minutes:.1f}",
             "threads": args.threads, "command": command, "git_commit": commit,
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "split_version": SPLIT_VERSION,
-            "profile_version": B.current_profile_version("ddad", args.profile),
+            "profile_version": profile_version,
         })
         print(f"[{r['tag']}] {kind}: dev-test AUROC {res['auroc']:.4f} AP {res['ap']:.4f}", flush=True)
+
+
+def scores_path(scores_dir: Path, tag: str, kind: str, profile: str = "cpu", split_version: str = "image-v1",
+                profile_version: str = "1") -> Path:
+    """Where a row's per-image development-test scores go: ``<tag>_<kind>.csv`` in a sub-folder named after the
+    split version (``image-v1`` rows, from before versions, directly in ``scores_dir``), with ``_<profile>``
+    after the name for a profile other than ``cpu`` and ``_p<version>`` for a profile version other than 1, so
+    the files of a new definition sit beside, never over, the record of an old one (as
+    :func:`cxrlib.benchmark.scores_path` does for the main table)."""
+    folder = Path(scores_dir) if split_version == "image-v1" else Path(scores_dir) / split_version
+    suffix = ("" if profile == "cpu" else f"_{profile}") + ("" if str(profile_version) == "1" else f"_p{profile_version}")
+    return folder / f"{tag}_{kind}{suffix}.csv"
 
 
 def figure(csv_path: Path, fig_path: Path) -> Path | None:
