@@ -293,6 +293,7 @@ def test_a_ddad_row_appended_to_a_legacy_csv_migrates_it_and_alone_is_current(tm
     assert [(r["git_commit"], r["split_version"]) for r in rows] == [("old", "image-v1"), ("new", "patient-v2")]
     current, stale = DD.table_rows(path)
     assert not stale and [r["git_commit"] for r in current] == ["new"]
+    assert "The CSV also keeps 1 row of earlier definitions, a record not drawn here." in DD.markdown(path)
     assert DD.done_rows(path) == {("semi", "ae", "0", "asr")}
     assert "| semi (pool 700, rate 0.6) | AE | asr | 0 | 80.0 ± 0.0 |" in DD.summary_table(path)
 

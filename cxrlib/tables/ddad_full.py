@@ -237,7 +237,8 @@ def scores_path(scores_dir: Path, tag: str, kind: str, profile: str = "cpu", spl
     the files of a new definition sit beside, never over, the record of an old one (as
     :func:`cxrlib.benchmark.scores_path` does for the main table)."""
     folder = Path(scores_dir) if split_version == "image-v1" else Path(scores_dir) / split_version
-    suffix = ("" if profile == "cpu" else f"_{profile}") + ("" if str(profile_version) == "1" else f"_p{profile_version}")
+    suffix = ("" if profile == "cpu" else f"_{profile}") + (
+        "" if str(profile_version) == "1" else f"_p{profile_version}")
     return folder / f"{tag}_{kind}{suffix}.csv"
 
 
@@ -356,8 +357,11 @@ def markdown(csv_path) -> str:
     rows, stale = table_rows(csv_path)
     what = ", ".join(f"`{sv}` split, {describe_profile(p)} version {pv}"
                      for sv, p, pv in sorted({(r["split_version"], _profile(r), r["profile_version"]) for r in rows}))
+    record = len(read_rows(csv_path)) - len(rows)
     head = (f"Stale: all {len(rows)} rows were made on an earlier definition ({what}); no row of the current one yet."
-            if stale else f"{len(rows)} rows on the current definition ({what}).")
+            if stale else f"{len(rows)} rows on the current definition ({what})."
+            + (f" The CSV also keeps {record} row{'s' if record != 1 else ''} of earlier definitions, a record not "
+               f"drawn here." if record else ""))
     return "\n".join(t for t in (head + "\n", summary_table(csv_path), weak_table(csv_path)) if t)
 
 
