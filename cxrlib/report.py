@@ -578,7 +578,8 @@ def results_page(root=None, profile: str = "cpu") -> str:
          "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train-minutes "
          "column gives the cost on one core); `python -m cxrlib benchmark --table ddad-full --data "
          "PATH/zhanglab128_train.npz --weak` runs it (add `--profile full` for fp32, the official code's "
-         "arithmetic), and a stopped run resumes.", len(ddad_full.configurations(True, [0])) * len(ddad_full.SCORES)),
+         "arithmetic), and a stopped run resumes.",
+         len(ddad_full.configurations(True, [0])) * len(ddad_full.SCORES)),
     ]
     for title, name, module, how, design in versioned:
         path = TABLES[name].csv_path(root, profile)

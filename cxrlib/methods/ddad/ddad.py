@@ -62,8 +62,8 @@ from .networks import BACKBONES, RefineNet, build_backbone, heteroscedastic_loss
 
 __all__ = ["DDADConfig", "DDADScorer", "SCORES", "ddad_config", "checkpoint_mismatch", "default_run_dir",
            "focal_loss", "synthetic_anomalies", "discrepancy_maps", "fit_ddad", "finalize_ddad", "train_or_load",
-           "evaluate_kinds", "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names", "reuse_ndm",
-           "ndm_finished"]
+           "evaluate_kinds", "add_train_arguments", "train_from_args", "scorer_from_checkpoint", "network_names",
+           "reuse_ndm", "ndm_finished"]
 
 #: Score kinds: ensemble reconstruction error, intra-, inter-discrepancy, ASR-Net refined map.
 SCORES = ("rec", "intra", "inter", "asr")
