@@ -182,9 +182,16 @@ def scores_path(scores_dir: Path, method: str, variant: str, seed: int, split_se
     ``_p<version>`` after the name for a profile version other than 1 (so a re-defined profile's scores sit
     beside, not over, the record of the old one)."""
     tag = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "default"
-    folder = Path(scores_dir) if split_version == "image-v1" else Path(scores_dir) / split_version
+    return versioned_file(scores_dir, f"{method}_{tag}_s{seed}_split{split_seed}", split_version, profile_version)
+
+
+def versioned_file(folder: Path, stem: str, split_version: str = "image-v1", profile_version: str = "1") -> Path:
+    """``<stem>.csv`` in a sub-folder of ``folder`` named after the split version (``image-v1``, from before
+    versions, directly in ``folder``), with ``_p<version>`` after the stem for a profile version other than 1:
+    the per-image scores of a new definition sit beside, never over, the record of an old one."""
+    folder = Path(folder) if split_version == "image-v1" else Path(folder) / split_version
     suffix = "" if str(profile_version) == "1" else f"_p{profile_version}"
-    return folder / f"{method}_{tag}_s{seed}_split{split_seed}{suffix}.csv"
+    return folder / f"{stem}{suffix}.csv"
 
 
 def load_scores(scores_dir, row: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -236,10 +236,8 @@ def scores_path(scores_dir: Path, tag: str, kind: str, profile: str = "cpu", spl
     after the name for a profile other than ``cpu`` and ``_p<version>`` for a profile version other than 1, so
     the files of a new definition sit beside, never over, the record of an old one (as
     :func:`cxrlib.benchmark.scores_path` does for the main table)."""
-    folder = Path(scores_dir) if split_version == "image-v1" else Path(scores_dir) / split_version
-    suffix = ("" if profile == "cpu" else f"_{profile}") + (
-        "" if str(profile_version) == "1" else f"_p{profile_version}")
-    return folder / f"{tag}_{kind}{suffix}.csv"
+    stem = f"{tag}_{kind}" + ("" if profile == "cpu" else f"_{profile}")
+    return B.versioned_file(scores_dir, stem, split_version, profile_version)
 
 
 def figure(csv_path: Path, fig_path: Path) -> Path | None:
