@@ -575,8 +575,9 @@ def results_page(root=None, profile: str = "cpu") -> str:
          "table's CRTSC and SQUID runs.",
          crtsc_ablation.DESIGN_ROWS),
         ("DDAD: the full recipe", "ddad-full", ddad_full,
-         "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train-minutes "
-         "column gives the cost on one core); `python -m cxrlib benchmark --table ddad-full --data "
+         "Six reconstruction networks × 250 epochs and ASR-Net × 100 epochs per configuration (its train minutes "
+         "are one thread's, with another configuration on the second core: a cost, not a speed measurement, which "
+         "`benchmarks/` makes); `python -m cxrlib benchmark --table ddad-full --data "
          "PATH/zhanglab128_train.npz --weak` runs it (add `--profile full` for fp32, the official code's "
          "arithmetic), and a stopped run resumes.",
          len(ddad_full.configurations(True, [0])) * len(ddad_full.SCORES)),
