@@ -36,7 +36,7 @@ __all__ = ["CommandError", "METRICS_COLUMNS", "VARIANTS", "PAPER_VARIANT", "run_
            "summary_markdown", "ranking_comparison", "ranking_markdown", "localisation_row", "git_commit", "paper_auroc", "paper_auroc_text",
            "run_table", "current_profile_version", "is_current", "read_table_csv", "migrate_table_csv", "current_or_record", "current_rows", "stale_rows", "split_change_markdown",
            "profile_change_markdown", "thread_count", "upsert_csv", "diagnose_runs", "replace_readme_section",
-           "load_scores", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
+           "load_scores", "versioned_file", "protocol_notes", "protocol_markdown", "LOCALISATION_DATA", "image_rows", "localisation_rows", "localisation_markdown"]
 
 class CommandError(RuntimeError):
     """A ``python -m cxrlib`` child process failed."""
