@@ -64,6 +64,12 @@ LEVERS: dict[str, dict] = {
     "no_skips": dict(decoder_ops=("none", "none", "none", "none")),
     "no_skips_no_shortcut": dict(decoder_ops=("none", "none", "none", "none"), inpaint_mask_ratio=1.0,
                                  decoder_memory_mask_ratio=1.0),
+    # CRTSC's TSCC term at the weight its official code gives it (main.py, GAN path: 1.0 * tsim(recon, x)) instead
+    # of the paper's 0.03, which is small beside 10 * MSE; the texture part stays this project's differentiable one
+    "tscc_w_1.0": dict(tscc_w=1.0),
+    # CRTSC as its official code trains it (WANG683s/CRTSC): CRM only in the encoder stem at reduction 8, TSCC at
+    # weight 1.0, SQUID's BCE generator term at 0.005 (the code instantiates a KL loss and never uses it)
+    "crtsc_code": dict(crm_place="first_conv", crm_reduction=8, tscc_w=1.0, gen_loss="bce", g_w=0.005),
     # score with moving averages of G's and D's weights (horizon about 200 steps: 3 epochs of D, 6 of G)
     "ema": dict(ema_decay=0.995),
     "bf16_ema": dict(precision="bf16", channels_last=True, ema_decay=0.995),
