@@ -469,13 +469,13 @@ def test_cpu_profile_version_2_is_the_lever_studys_bf16_lever():
     assert (quick.precision, quick.channels_last, quick.epochs) == ("fp32", False, 12)
 
 
-
 def test_crtsc_code_lever_is_squid_plus_what_the_official_crtsc_code_changes():
     """The ``crtsc_code`` lever trains CRTSC as WANG683s/CRTSC does: SQUID's configuration (BCE generator term at
     0.005) with the CRM in the encoder stem and the TSCC term at weight 1.0, nothing else; ``tscc_w_1.0`` changes
     only the TSCC weight of the paper's CRTSC."""
     import dataclasses
 
+    from cxrlib.methods.crtsc.crm import ChannelRecalibration
     from cxrlib.methods.squid.generator import SquidGenerator
     from cxrlib.tables import squid_levers as SL
 
@@ -487,8 +487,8 @@ def test_crtsc_code_lever_is_squid_plus_what_the_official_crtsc_code_changes():
     assert diff(code, squid) == {"name": "crtsc", "crm_place": "first_conv", "tscc_w": 1.0}
     assert (code.crm_reduction, code.gen_loss, code.g_w) == (8, "bce", 0.005)
     assert diff(SL.lever_config("crtsc", "tscc_w_1.0", 50), SL.lever_config("crtsc", "cpu", 50)) == {"tscc_w": 1.0}
-    stem = SquidGenerator(code).encoder.stem
-    assert type(stem[-1]).__name__ == "ChannelRecalibration"
+    assert isinstance(SquidGenerator(code).encoder.stem[-1], ChannelRecalibration)
+
 
 def test_full_profile_patch_scorers_use_five_neighbours():
     from cxrlib.methods.patchcore.patchcore import PATCHCORE_PROFILES
