@@ -185,3 +185,34 @@ def test_cli_crtsc_switches_refused_for_squid(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--gen-loss" in err[0] and "crtsc" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Applying `local_binary_pattern` to floating-point images")
+def test_tscc_code_form_trains_with_the_official_tsim_gradient():
+    """``tscc_form="code"``: the generator gets the gradient of the official code's
+    ``tsim = mean((1 - (SSIM_map + LBP_term)) / 2)``, whose LBP term (skimage on numpy copies) is a constant."""
+    from skimage.feature import local_binary_pattern
+
+    from cxrlib.methods.crtsc.texture import ssim_terms
+    from cxrlib.methods.squid.generator import from_model_range
+
+    torch.manual_seed(0)
+    cfg = tiny(recon_w=0.0, t_w=0.0, dist_w=0.0, g_w=0.0, tscc_w=1.0, tscc_form="code")
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    recon = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1).requires_grad_(True)
+    _, terms = generator_loss({"recon": recon}, x, None, cfg)
+    (ours,) = torch.autograd.grad(terms["tscc"], recon)
+
+    r01, x01 = from_model_range(recon, cfg.normalize), from_model_range(x, cfg.normalize)
+    def lbp(img):  # the official code's call, on a numpy copy: no gradient can pass
+        return local_binary_pattern(img[0], 8, 1, "uniform")
+
+    lbp_term = np.mean([np.abs(lbp(a) - lbp(b)).mean() for a, b in zip(r01.detach().numpy(), x01.numpy())])
+    tsim = ((1 - (ssim_terms(r01, x01, padding="zeros").ssim_map + float(lbp_term))) / 2).mean()
+    (official,) = torch.autograd.grad(tsim, recon)
+    assert torch.allclose(ours, official, atol=1e-7) and ours.abs().sum() > 0
+    # the default form adds this project's differentiable texture term, so its gradient differs
+    _, soft = generator_loss({"recon": recon}, x, None, tiny(recon_w=0.0, t_w=0.0, dist_w=0.0, g_w=0.0, tscc_w=1.0))
+    assert not torch.allclose(torch.autograd.grad(soft["tscc"], recon)[0], ours, atol=1e-6)
+    with pytest.raises(ValueError, match="tscc_form"):
+        tiny(tscc_form="hard")

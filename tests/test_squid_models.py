@@ -488,6 +488,10 @@ def test_crtsc_code_lever_is_squid_plus_what_the_official_crtsc_code_changes():
     assert (code.crm_reduction, code.gen_loss, code.g_w) == (8, "bce", 0.005)
     assert diff(SL.lever_config("crtsc", "tscc_w_1.0", 50), SL.lever_config("crtsc", "cpu", 50)) == {"tscc_w": 1.0}
     assert isinstance(SquidGenerator(code).encoder.stem[-1], ChannelRecalibration)
+    # the same two with TSCC's gradient as the official code computes it (no gradient through its LBP term)
+    assert diff(SL.lever_config("crtsc", "crtsc_code_no_lbp_grad", 50), code) == {"tscc_form": "code"}
+    assert diff(SL.lever_config("crtsc", "tscc_w_1.0_no_lbp_grad", 50),
+                SL.lever_config("crtsc", "tscc_w_1.0", 50)) == {"tscc_form": "code"}
 
 
 def test_full_profile_patch_scorers_use_five_neighbours():

@@ -16,11 +16,12 @@ from ...checkpoint import ConfigRecord
 from ...precision import PRECISIONS
 
 __all__ = ["SquidConfig", "PRESETS", "preset", "squid_config", "PROFILE_VERSIONS", "squid_filters", "NORMALIZE_MODES", "CRM_PLACES",
-           "GEN_LOSSES", "DECODER_OPS", "PRECISIONS", "MAX_LEVELS"]
+           "GEN_LOSSES", "TSCC_FORMS", "DECODER_OPS", "PRECISIONS", "MAX_LEVELS"]
 
 NORMALIZE_MODES = ("zero_one", "tanh")
 CRM_PLACES = ("none", "paper", "first_conv")  # CRTSC channel recalibration: where it goes (see SquidGenerator)
 GEN_LOSSES = ("bce", "kl")  # adversarial generator term (see cxrlib.methods.squid.losses)
+TSCC_FORMS = ("soft_lbp", "code")  # how the TSCC term is computed (see cxrlib.methods.squid.losses)
 DECODER_OPS = ("concat", "none")
 MAX_LEVELS = 5  # the official filter list has 6 entries, enough for 5 downsamplings
 
@@ -75,6 +76,9 @@ class SquidConfig(ConfigRecord):
     crm_place: str = "none"  # "none" | "paper" (bottleneck, before in-painting and teacher) | "first_conv"
     crm_reduction: int = 8  # CRM reduction ratio T (hidden width max(1, C // T))
     tscc_w: float = 0.0  # weight of the texture-structural consistency loss (0 = off)
+    tscc_form: str = "soft_lbp"  # "soft_lbp": SSIM plus this project's differentiable soft-LBP texture term;
+    #                             "code": the gradient the official CRTSC code's tsim gives, 1/2 (1 - SSIM) with
+    #                             zero padding (its skimage LBP term is a constant there, so it is left out)
     gen_loss: str = "bce"  # adversarial generator term: "bce" (SQUID) or "kl" (CRTSC); weight g_w
     # -- optimisation --------------------------------------------------------------------------
     n_critic: int = 2  # a generator step every n_critic discriminator steps
@@ -141,6 +145,8 @@ class SquidConfig(ConfigRecord):
             raise ValueError(f"crm_reduction must be >= 1, got {self.crm_reduction}")
         if not self.tscc_w >= 0.0:
             raise ValueError(f"tscc_w must be >= 0, got {self.tscc_w}")
+        if self.tscc_form not in TSCC_FORMS:
+            raise ValueError(f"tscc_form must be one of {TSCC_FORMS}, got {self.tscc_form!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:

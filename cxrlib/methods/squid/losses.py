@@ -13,6 +13,9 @@ Sensors 2025, Sec. 3.4) switches two terms on through the configuration (both of
 * ``cfg.gen_loss == "kl"``: :func:`kl_generator_loss` replaces the BCE adversarial term (term ``kl``
   instead of ``adv``, weight ``g_w``: 0.002 on ZhangLab in place of 0.005);
 * ``cfg.tscc_w > 0``: ``tscc_w * L_TSCC(recon, x)`` (:func:`cxrlib.methods.crtsc.texture.tscc_loss`, on [0, 1] images).
+  ``cfg.tscc_form == "code"`` gives the term the gradient of the official code's ``tsim`` instead:
+  ``1/2 (1 - SSIM)`` with zero padding. Its LBP part goes through numpy (skimage) and passes no gradient, so
+  it only shifts the loss by a constant, and leaving it out trains the generator exactly as that code does.
 """
 from __future__ import annotations
 
@@ -111,6 +114,9 @@ def generator_loss(out: Mapping[str, torch.Tensor | None], x: torch.Tensor, d_fa
     tscc_w = getattr(cfg, "tscc_w", 0.0)
     if tscc_w > 0:
         normalize = getattr(cfg, "normalize", "zero_one")
+        code = getattr(cfg, "tscc_form", "soft_lbp") == "code"
         terms["tscc"] = tscc_w * tscc_loss(from_model_range(out["recon"], normalize),
-                                           from_model_range(x, normalize))
+                                           from_model_range(x, normalize),
+                                           texture_weight=0.0 if code else 0.5,
+                                           padding="zeros" if code else "valid")
     return sum(terms.values()), terms
