@@ -6,6 +6,7 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -434,6 +435,16 @@ def test_squid_levers_markdown_on_a_constructed_csv_pair(tmp_path):
                         "70.0 | 20.0 | 11.0 | 1 |")
     SL.curves_path(path).unlink()  # no curves: the diagnostic columns are blank, the rest stays
     assert "| 74.0 ± 4.0 | 60.0 ± 10.0 | 50.0 ± 10.0 | – | – | 11.0 | 1 |" in SL.markdown(path)
+
+
+def test_squid_levers_run_curve_reads_one_run_in_epoch_order(tmp_path):
+    path = _write_lever_csvs(tmp_path)
+    c = SL.run_curve(path, "squid", "bf16", seed=1, epochs=12)
+    assert list(c["epoch"]) == list(range(1, 13)) and c["val_auroc"][-1] == pytest.approx(0.62)
+    assert c["val_auroc_recon_err"][-1] == pytest.approx(0.7) and c["val_auroc_d_real"][0] == pytest.approx(0.9)
+    assert np.isnan(c["test_auroc"]).all()  # these curves carry no per-epoch test AUROC
+    assert len(SL.run_curve(path, "squid", "bf16", seed=1, epochs=5)["epoch"]) == 5
+    assert SL.run_curve(path, "crtsc", "bf16", seed=1)["epoch"].size == 0
 
 
 def test_squid_levers_figure(tmp_path):

@@ -36,7 +36,7 @@ from ..utils import repo_root
 __all__ = ["LEVERS", "ROW_COLUMNS", "CURVE_COLUMNS", "KEY", "CURVE_KEY", "PROFILE", "curves_path", "read_csv",
            "diagnostics", "run_lever", "add_arguments", "run", "summarize", "markdown", "draw", "RULES",
            "rule_epoch", "selection_rules", "selection_markdown", "lever_config", "is_current_profile",
-           "arithmetic_base", "squid_counterparts"]
+           "arithmetic_base", "squid_counterparts", "run_curve"]
 
 #: lever name -> SquidConfig overrides on top of the method's cpu profile
 LEVERS: dict[str, dict] = {
@@ -380,6 +380,17 @@ def _run_curve(curves: list[dict], method, lever, seed, split_seed, epochs) -> l
     rows = [c for c in curves if (c["method"], c["lever"], c["seed"], c["split_seed"]) ==
             (method, lever, str(seed), str(split_seed)) and int(c["epoch"]) <= int(epochs)]
     return sorted(rows, key=lambda c: int(c["epoch"]))
+
+
+def run_curve(csv_path, method: str, lever: str, seed: int, split_seed: int = 0, epochs: int = 50) -> dict:
+    """One run's per-epoch record from the curves CSV beside ``csv_path``, as float arrays: ``epoch``, the
+    validation AUROC of the score ``D(G(x))`` (``val_auroc``), of the reconstruction error ``|x - G(x)|``
+    (``val_auroc_recon_err``) and of ``-D(x)`` on the real image (``val_auroc_d_real``), and the development-test
+    AUROC of the score (``test_auroc``, ``nan`` for runs from before it was recorded); empty arrays for a run that
+    is not in the CSV."""
+    pts = _run_curve(read_csv(curves_path(csv_path)), method, lever, seed, split_seed, epochs)
+    cols = ("epoch", "val_auroc", "val_auroc_recon_err", "val_auroc_d_real", "test_auroc")
+    return {c: np.array([float(p[c]) if p.get(c, "") not in ("", None) else np.nan for p in pts]) for c in cols}
 
 
 def selection_rules(csv_path) -> list[dict]:
