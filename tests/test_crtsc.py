@@ -178,6 +178,22 @@ def test_cli_crtsc_train_then_score(tmp_path, capsys):
     assert res["method"] == "crtsc" and 0 <= res["auroc"] <= 1
 
 
+def test_cli_crtsc_as_its_official_code_trains_it_is_the_crtsc_code_no_lbp_grad_lever():
+    """The command line reaches every CRTSC part that lever changes (its arithmetic is the lever study's own)."""
+    from cxrlib.cli import build_parser
+    from cxrlib.methods.squid.scorer import CRTSC_SWITCHES, config_from_args
+    from cxrlib.tables import squid_levers as SL
+
+    args = build_parser("crtsc").parse_args(
+        ["train", "--method", "crtsc", "--data", "embedded", "--profile", "cpu", "--out", "run",
+         "--crm-place", "first_conv", "--crm-reduction", "8", "--lambda-tscc", "1", "--tscc-form", "code",
+         "--gen-loss", "bce", "--lambda-gen", "0.005"])
+    cfg, lever = config_from_args(args), SL.lever_config("crtsc", "crtsc_code_no_lbp_grad", 50)
+    fields = CRTSC_SWITCHES.values()
+    assert {f: getattr(cfg, f) for f in fields} == {f: getattr(lever, f) for f in fields}
+    assert cfg.tscc_form == "code" and squid_config("crtsc", "cpu").tscc_form == "soft_lbp"
+
+
 def test_cli_crtsc_switches_refused_for_squid(tmp_path, capsys):
     rc = main(["train", "--method", "squid", "--data", "embedded", "--profile", "quick", "--epochs", "1",
                "--gen-loss", "kl", "--out", str(tmp_path / "run"), "--no-progress"])

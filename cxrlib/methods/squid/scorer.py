@@ -25,7 +25,7 @@ from cxrlib.checkpoint import FORMAT_VERSION, atomic_torch_save, matching_model
 from cxrlib.methods import load_scorer
 from cxrlib.utils import get_device, repo_root
 
-from .config import CRM_PLACES, GEN_LOSSES, PROFILE_VERSIONS, SquidConfig, squid_config
+from .config import CRM_PLACES, GEN_LOSSES, PROFILE_VERSIONS, TSCC_FORMS, SquidConfig, squid_config
 from .discriminator import SquidDiscriminator
 from .generator import SquidGenerator
 from .train import discriminator_logits, fit_squid
@@ -38,7 +38,7 @@ SQUID_FAMILY = ("squid", "simsid", "crtsc")
 
 # CRTSC ablation switches: command-line option -> SquidConfig field
 CRTSC_SWITCHES = {"crm_place": "crm_place", "crm_reduction": "crm_reduction", "lambda_tscc": "tscc_w",
-                  "gen_loss": "gen_loss", "lambda_gen": "g_w"}
+                  "tscc_form": "tscc_form", "gen_loss": "gen_loss", "lambda_gen": "g_w"}
 
 
 class SquidScorer:
@@ -183,7 +183,9 @@ def add_train_arguments(group) -> None:
     """CRTSC's ablation switches (``--method crtsc`` only; each defaults to the ``crtsc`` preset's value).
 
     Every row of the paper's ablations is one command, e.g. the SQUID baseline inside CRTSC's code path is
-    ``--crm-place none --lambda-tscc 0 --gen-loss bce --lambda-gen 0.005``.
+    ``--crm-place none --lambda-tscc 0 --gen-loss bce --lambda-gen 0.005``, and CRTSC as its official code trains it
+    is ``--crm-place first_conv --crm-reduction 8 --lambda-tscc 1 --tscc-form code --gen-loss bce --lambda-gen 0.005``
+    (the ``crtsc_code_no_lbp_grad`` lever of :mod:`cxrlib.tables.squid_levers`).
     """
     group.add_argument("--crm-place", choices=CRM_PLACES, default=None,
                        help="crtsc: channel recalibration at the bottleneck ('paper', default), after the "
@@ -192,6 +194,10 @@ def add_train_arguments(group) -> None:
                        help="crtsc: CRM reduction ratio T (default 24)")
     group.add_argument("--lambda-tscc", type=float, default=None, metavar="W",
                        help="crtsc: weight of the TSCC loss, 0 disables it (default 0.03)")
+    group.add_argument("--tscc-form", choices=TSCC_FORMS, default=None,
+                       help="crtsc: the TSCC term's gradient, 'soft_lbp' (default: SSIM and a differentiable "
+                            "soft-LBP texture term) or 'code' (the official code's: SSIM only, zero-padded; its LBP "
+                            "passes none)")
     group.add_argument("--gen-loss", choices=GEN_LOSSES, default=None,
                        help="crtsc: adversarial generator term, 'kl' (default) or SQUID's 'bce'")
     group.add_argument("--lambda-gen", type=float, default=None, metavar="W",
