@@ -38,6 +38,8 @@ __all__ = ["LEVERS", "ROW_COLUMNS", "CURVE_COLUMNS", "KEY", "CURVE_KEY", "PROFIL
            "rule_epoch", "selection_rules", "selection_markdown", "lever_config", "is_current_profile",
            "arithmetic_base", "squid_counterparts", "run_curve"]
 
+_CRTSC_CODE = dict(crm_place="first_conv", crm_reduction=8, tscc_w=1.0, gen_loss="bce", g_w=0.005)
+
 #: lever name -> SquidConfig overrides on top of the method's cpu profile
 LEVERS: dict[str, dict] = {
     "cpu": {},
@@ -69,13 +71,12 @@ LEVERS: dict[str, dict] = {
     "tscc_w_1.0": dict(tscc_w=1.0),
     # CRTSC as its official code configures it (WANG683s/CRTSC): CRM only in the encoder stem at reduction 8, TSCC
     # at weight 1.0, SQUID's BCE generator term at 0.005 (the code instantiates a KL loss and never uses it)
-    "crtsc_code": dict(crm_place="first_conv", crm_reduction=8, tscc_w=1.0, gen_loss="bce", g_w=0.005),
+    "crtsc_code": _CRTSC_CODE,
     # the two above with TSCC's gradient as the official code computes it: its LBP term goes through numpy and
     # passes none, so only 1/2 (1 - SSIM), zero-padded, pulls on the generator (the rows above keep this project's
     # differentiable soft-LBP texture term at weight 1/2 inside TSCC)
     "tscc_w_1.0_no_lbp_grad": dict(tscc_w=1.0, tscc_form="code"),
-    "crtsc_code_no_lbp_grad": dict(crm_place="first_conv", crm_reduction=8, tscc_w=1.0, tscc_form="code",
-                                   gen_loss="bce", g_w=0.005),
+    "crtsc_code_no_lbp_grad": {**_CRTSC_CODE, "tscc_form": "code"},
     # score with moving averages of G's and D's weights (horizon about 200 steps: 3 epochs of D, 6 of G)
     "ema": dict(ema_decay=0.995),
     "bf16_ema": dict(precision="bf16", channels_last=True, ema_decay=0.995),

@@ -114,9 +114,8 @@ def generator_loss(out: Mapping[str, torch.Tensor | None], x: torch.Tensor, d_fa
     tscc_w = getattr(cfg, "tscc_w", 0.0)
     if tscc_w > 0:
         normalize = getattr(cfg, "normalize", "zero_one")
-        code = getattr(cfg, "tscc_form", "soft_lbp") == "code"
+        # "code": the official tsim's gradient (SSIM only, zero-padded); otherwise tscc_loss's own defaults
+        form = dict(texture_weight=0.0, padding="zeros") if getattr(cfg, "tscc_form", "soft_lbp") == "code" else {}
         terms["tscc"] = tscc_w * tscc_loss(from_model_range(out["recon"], normalize),
-                                           from_model_range(x, normalize),
-                                           texture_weight=0.0 if code else 0.5,
-                                           padding="zeros" if code else "valid")
+                                           from_model_range(x, normalize), **form)
     return sum(terms.values()), terms
